@@ -1,0 +1,5 @@
+"""Inference backends behind one interface; heavy runtimes are imported only when used."""
+
+from .base import Backend, BackendError, BackendUnavailable, create_backend, BACKEND_NAMES
+
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "create_backend", "BACKEND_NAMES"]

@@ -1,0 +1,103 @@
+"""Backend interface and selection. A backend maps a (1, 3, H, W) float32 array to (1, C, H, W)
+class scores; it knows nothing about images, classes or ROS."""
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..model.model_file import ModelInfo
+
+BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
+
+logger = logging.getLogger(__name__)
+
+
+class BackendError(RuntimeError):
+    """A backend could not be created (bad parameter, unreadable artefact)."""
+
+
+class BackendUnavailable(BackendError):
+    """The runtime or device a backend needs is not present on this machine."""
+
+
+class Backend:
+    name = "base"
+    device = "cpu"
+
+    def __init__(self, info: ModelInfo):
+        self.info = info
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.device})"
+
+
+def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
+                   engine_cache_dir=None, precision: str = "fp32",
+                   force_engine_update: bool = False) -> Tuple[Backend, List[str]]:
+    """Create the backend ``name`` ("auto" tries the fastest available first).
+
+    Returns the backend and the reasons the faster candidates were not used (for the log).
+    """
+    from ..model.model_file import load_model_file
+
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise BackendError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    model, info = load_model_file(model_path)
+    candidates = _candidates(name, device)
+    skipped: List[str] = []
+    for backend_name, backend_device in candidates:
+        try:
+            if backend_name == "tensorrt":
+                from .tensorrt_backend import TensorRTBackend
+                backend = TensorRTBackend(model, info, _onnx_for(model_path, onnx_path, model, info),
+                                          engine_cache_dir=engine_cache_dir, precision=precision,
+                                          force_engine_update=force_engine_update)
+            elif backend_name == "onnxruntime":
+                from .onnxruntime_backend import OnnxRuntimeBackend
+                backend = OnnxRuntimeBackend(_onnx_for(model_path, onnx_path, model, info), info,
+                                             device=backend_device)
+            else:
+                from .torch_backend import TorchBackend
+                backend = TorchBackend(model, info, device=backend_device)
+            return backend, skipped
+        except BackendUnavailable as exc:
+            if name != "auto" and len(candidates) == 1:
+                raise
+            skipped.append(f"{backend_name}/{backend_device}: {exc}")
+    raise BackendUnavailable("no backend could start: " + "; ".join(skipped))
+
+
+def _candidates(name: str, device: str) -> List[Tuple[str, str]]:
+    order = [("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"),
+             ("onnxruntime", "cpu"), ("torch", "cpu")]
+    if name != "auto":
+        order = [c for c in order if c[0] == name]
+    if device != "auto":
+        order = [c for c in order if c[1] == device]
+    if not order:
+        raise BackendError(f"backend {name!r} cannot run on device {device!r}")
+    return order
+
+
+def _onnx_for(model_path, onnx_path, model, info) -> Path:
+    """The ONNX file for a model: the given one, the one beside the .pt, or a fresh export cached
+    next to it (or in ~/.cache when that folder is read-only)."""
+    if onnx_path:
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise BackendError(f"onnx file {onnx_path} does not exist")
+        return onnx_path
+    from ..export import export_onnx, onnx_cache_path
+
+    path = onnx_cache_path(model_path, info)
+    if not path.is_file():
+        logger.info("exporting %s to %s", model_path, path)
+        export_onnx(model, info, path)
+    return path

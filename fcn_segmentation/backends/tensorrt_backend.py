@@ -1,0 +1,157 @@
+"""TensorRT backend (TensorRT 10 Python API): builds an engine from the exported ONNX, caches it
+on disk keyed by everything that makes an engine invalid, and runs it on a CUDA stream with
+pre-allocated device buffers (torch tensors serve as the CUDA allocator and stream)."""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .base import Backend, BackendError, BackendUnavailable
+
+logger = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_MAGIC = b"FCNSEG-TRT1\n"
+
+
+def engine_cache_key(onnx_path, trt_version: str, gpu_name: str, precision: str, input_shape) -> str:
+    onnx_hash = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
+    text = json.dumps({"onnx": onnx_hash, "tensorrt": trt_version, "gpu": gpu_name, "precision": precision,
+                       "input_shape": list(input_shape)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_engine(path: Path, key: str, engine_bytes: bytes) -> None:
+    """Engine file = magic, key line, then the serialised engine; written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(ENGINE_MAGIC + key.encode() + b"\n" + engine_bytes)
+    tmp.replace(path)
+
+
+def read_engine(path: Path, key: str) -> Optional[bytes]:
+    """The engine bytes if the file exists and carries ``key``; None when stale, foreign or truncated."""
+    if not path.is_file():
+        return None
+    blob = path.read_bytes()
+    header = ENGINE_MAGIC + key.encode() + b"\n"
+    if not blob.startswith(header) or len(blob) == len(header):
+        return None
+    return blob[len(header):]
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, model, info, onnx_path, engine_cache_dir=None, precision: str = "fp32",
+                 force_engine_update: bool = False, calibration_images=None):
+        super().__init__(info)
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise BackendUnavailable(f"tensorrt is not importable ({exc})") from exc
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendUnavailable("the TensorRT backend uses torch for CUDA buffers") from exc
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("no CUDA device")
+        if precision not in PRECISIONS:
+            raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        self.trt, self.torch = trt, torch
+        self.trt_logger = trt.Logger(trt.Logger.WARNING)
+        input_shape = (1, 3, info.input_height, info.input_width)
+        gpu_name = torch.cuda.get_device_name(0)
+        key = engine_cache_key(onnx_path, trt.__version__, gpu_name, precision, input_shape)
+        cache_dir = Path(engine_cache_dir or Path.home() / ".cache" / "fcn_segmentation")
+        self.engine_path = cache_dir / f"{Path(onnx_path).stem}.{precision}.engine"
+        engine_bytes = None if force_engine_update else read_engine(self.engine_path, key)
+        runtime = trt.Runtime(self.trt_logger)
+        self.engine = runtime.deserialize_cuda_engine(engine_bytes) if engine_bytes else None
+        if self.engine is None:
+            if engine_bytes:
+                logger.warning("engine cache %s is corrupt; rebuilding", self.engine_path)
+            logger.info("building TensorRT %s engine for %s on %s (takes a while once)", precision, onnx_path,
+                        gpu_name)
+            engine_bytes = build_engine(trt, onnx_path, precision, self.trt_logger, calibration_images,
+                                        input_shape)
+            write_engine(self.engine_path, key, engine_bytes)
+            self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self.buffers = {}
+        for index in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(index)
+            shape = tuple(self.engine.get_tensor_shape(name))
+            self.buffers[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+        self.input_name, self.output_name = "image", "scores"
+        self.host_output = torch.empty(self.buffers[self.output_name].shape, dtype=torch.float32).pin_memory()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.cuda.stream(self.stream):
+            self.buffers[self.input_name].copy_(torch.from_numpy(batch), non_blocking=True)
+            self.context.execute_async_v3(self.stream.cuda_stream)
+            self.host_output.copy_(self.buffers[self.output_name], non_blocking=True)
+        self.stream.synchronize()
+        return self.host_output.numpy()
+
+    def describe(self) -> str:
+        return f"tensorrt (cuda, {self.engine_path.name})"
+
+
+def build_engine(trt, onnx_path, precision: str, trt_logger, calibration_images, input_shape) -> bytes:
+    builder = trt.Builder(trt_logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        if not calibration_images:
+            raise BackendError("int8 needs calibration images (fcnseg build-engine --calibration-data DIR)")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = make_entropy_calibrator(trt, calibration_images, input_shape)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT failed to build an engine from {onnx_path}")
+    return bytes(serialized)
+
+
+def make_entropy_calibrator(trt, batches, input_shape):
+    """IInt8EntropyCalibrator2 fed by preprocessed (1, 3, H, W) training images."""
+    import torch
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            self.batches = iter(batches)
+            self.device_input = torch.empty(input_shape, dtype=torch.float32, device="cuda")
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            try:
+                batch = next(self.batches)
+            except StopIteration:
+                return None
+            self.device_input.copy_(torch.from_numpy(batch))
+            return [self.device_input.data_ptr()]
+
+        def read_calibration_cache(self):
+            return None
+
+        def write_calibration_cache(self, cache):
+            return None
+
+    return EntropyCalibrator()

@@ -1,0 +1,162 @@
+"""``fcnseg``: train, evaluate, export, predict and demo from the command line."""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .defaults import default_model_path, default_sample_dir
+
+logger = logging.getLogger("fcnseg")
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    train(args)
+    return 0
+
+
+def _segmenter(args):
+    from .backends import create_backend
+    from .pipeline import Segmenter
+
+    backend, skipped = create_backend(args.backend, args.model, device=args.device)
+    for reason in skipped:
+        logger.info("backend not used: %s", reason)
+    logger.info("backend: %s", backend.describe())
+    return Segmenter(backend)
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_split, write_report
+
+    segmenter = _segmenter(args)
+    summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit)
+    summary["model"] = str(args.model)
+    if args.json:
+        png = write_report(summary, args.json, segmenter.info.class_names)
+        logger.info("wrote %s and %s", args.json, png)
+    print(f"{args.split}: {summary['num_images']} images, mIoU {summary['miou']:.4f}, "
+          f"pixel accuracy {summary['pixel_accuracy']:.4f}")
+    for name, iou in summary["per_class_iou"].items():
+        print(f"  {name:<12} {'n/a' if iou is None else f'{iou:.4f}'}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import numpy as np
+
+    from .data import read_rgb
+    from .export import compare_with_torch, export_onnx
+    from .model.model_file import load_model_file
+    from .preprocess import Preprocessor
+
+    model, info = load_model_file(args.model)
+    path = export_onnx(model, info, args.onnx)
+    images = list(args.check_images) or sorted((default_sample_dir() / "val").glob("*.png"))[:3]
+    preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+    report = compare_with_torch(model, path, [preprocess(read_rgb(p)).copy() for p in images])
+    print(f"wrote {path}; on {len(images)} real images: max |torch - onnx| = {report['max_abs_diff']:.2e}, "
+          f"argmax agreement {report['argmax_agreement'] * 100:.3f}%")
+    if report["argmax_agreement"] < 0.999:
+        print("error: the ONNX model disagrees with PyTorch", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import cv2
+
+    from .data import read_rgb
+
+    segmenter = _segmenter(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for image_path in args.images:
+        rgb = read_rgb(image_path)
+        result = segmenter(rgb)
+        stem = Path(image_path).stem
+        cv2.imwrite(str(out / f"{stem}_classes.png"), result.classes)
+        cv2.imwrite(str(out / f"{stem}_color.png"), cv2.cvtColor(segmenter.colorize(result.classes), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(out / f"{stem}_overlay.png"),
+                    cv2.cvtColor(segmenter.overlay(rgb, result.classes, args.alpha), cv2.COLOR_RGB2BGR))
+        print(f"{image_path}: {sum(result.timings_ms.values()):.1f} ms -> {out}/{stem}_*.png")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .ros.demo import run_demo
+
+    return run_demo(args)
+
+
+def _add_backend_arguments(parser):
+    from .backends import BACKEND_NAMES
+
+    parser.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import add_arguments as add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="fcnseg", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an FCN on a CamVid-layout dataset")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="IoU, pixel accuracy and confusion matrix on a split")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="val")
+    evaluate.add_argument("--json", help="write the summary here (and a PNG beside it)")
+    evaluate.add_argument("--limit", type=int, help="only the first N images")
+    _add_backend_arguments(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser("export", help="export to ONNX and check it against PyTorch")
+    export.add_argument("--model", default=str(default_model_path()))
+    export.add_argument("--onnx", required=True)
+    export.add_argument("--check-images", nargs="*", default=[], help="images to compare on (default: sample)")
+    export.set_defaults(func=cmd_export)
+
+    predict = sub.add_parser("predict", help="class masks, colour masks and overlays as PNG")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--alpha", type=float, default=0.5)
+    _add_backend_arguments(predict)
+    predict.set_defaults(func=cmd_predict)
+
+    demo = sub.add_parser("demo", help="start the node, stream the bundled sample over DDS, save what comes back")
+    demo.add_argument("--data", default=str(default_sample_dir()), help="CamVid-layout folder with a val split")
+    demo.add_argument("--split", default="val")
+    demo.add_argument("--out", default="demo_output")
+    demo.add_argument("--rate", type=float, default=5.0, help="frames per second to publish")
+    demo.add_argument("--timeout", type=float, default=120.0)
+    _add_backend_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .backends import BackendError
+    from .data import DatasetError
+    from .model.model_file import ModelFileError
+
+    try:
+        return args.func(args)
+    except (ModelFileError, BackendError, DatasetError, FileNotFoundError) as exc:
+        print(f"fcnseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Datasets in the CamVid/SegNet folder layout: ``<split>/`` images and ``<split>annot/`` labels
+(single-channel PNG, pixel value = class index, ``void_label`` ignored)."""
+
+import math
+import random
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .preprocess import normalize
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IGNORE_INDEX = 255
+
+
+class DatasetError(RuntimeError):
+    pass
+
+
+def split_pairs(root, split: str, require_labels: bool = True) -> List[Tuple[Path, Optional[Path]]]:
+    """Sorted (image, label) paths of one split; label is None when absent and not required."""
+    root = Path(root)
+    image_dir, label_dir = root / split, root / f"{split}annot"
+    if not image_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise DatasetError(f"no folder {image_dir} (dataset root {root} has: {', '.join(found) or 'nothing'})")
+    pairs = []
+    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        label = label_dir / (image.stem + ".png")
+        if not label.is_file():
+            if require_labels:
+                raise DatasetError(f"image {image} has no label {label}")
+            label = None
+        pairs.append((image, label))
+    if not pairs:
+        raise DatasetError(f"no images in {image_dir}")
+    return pairs
+
+
+def read_rgb(path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path, num_classes: int) -> np.ndarray:
+    """Label PNG -> uint8 (H, W) with every value >= num_classes (void) mapped to IGNORE_INDEX."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise DatasetError(f"cannot read label {path}")
+    if label.ndim != 2:
+        raise DatasetError(f"label {path} must be single-channel, got shape {label.shape}")
+    label = label.astype(np.uint8)
+    label[label >= num_classes] = IGNORE_INDEX
+    return label
+
+
+def median_frequency_weights(labels: List[np.ndarray], num_classes: int) -> np.ndarray:
+    """SegNet's median frequency balancing: w_c = median(freq) / freq_c, where freq_c is the
+    class's pixel count over the pixels of the images that contain it."""
+    counts = np.zeros(num_classes, np.float64)
+    present_pixels = np.zeros(num_classes, np.float64)
+    for label in labels:
+        hist = np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
+        counts += hist
+        present_pixels += (hist > 0) * label.size
+    freq = counts / np.maximum(present_pixels, 1)
+    weights = np.where(freq > 0, np.median(freq[freq > 0]) / np.maximum(freq, 1e-12), 0.0)
+    return weights.astype(np.float32)
+
+
+class AugmentedSegmentationSet:
+    """Training samples: random scale, random crop (padded with void), horizontal flip and
+    photometric jitter. Images are decoded once and kept in memory (CamVid train is ~200 MB)."""
+
+    def __init__(self, pairs, num_classes: int, crop_hw: Tuple[int, int], base_hw: Tuple[int, int],
+                 mean, std, scale_range=(0.75, 1.5), augment: bool = True, seed: int = 0):
+        self.images = [read_rgb(image) for image, _ in pairs]
+        self.labels = [read_label(label, num_classes) for _, label in pairs]
+        self.crop_hw, self.base_hw = crop_hw, base_hw
+        self.mean, self.std = mean, std
+        self.scale_range = scale_range
+        self.augment = augment
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image, label = self.images[index], self.labels[index]
+        rng = self.rng
+        base_h, base_w = self.base_hw
+        scale = rng.uniform(*self.scale_range) if self.augment else 1.0
+        height, width = max(1, round(base_h * scale)), max(1, round(base_w * scale))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+        crop_h, crop_w = self.crop_hw
+        pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
+        if pad_h or pad_w:
+            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+            label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
+        top = rng.randint(0, image.shape[0] - crop_h) if self.augment else 0
+        left = rng.randint(0, image.shape[1] - crop_w) if self.augment else 0
+        image = image[top:top + crop_h, left:left + crop_w]
+        label = label[top:top + crop_h, left:left + crop_w]
+        if self.augment:
+            if rng.random() < 0.5:
+                image, label = image[:, ::-1], label[:, ::-1]
+            image = photometric_jitter(image, rng)
+        return normalize(np.ascontiguousarray(image), self.mean, self.std), np.ascontiguousarray(label)
+
+
+def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.25) -> np.ndarray:
+    """Random brightness, contrast and saturation, each scaled in [1 - strength, 1 + strength]."""
+    image = rgb.astype(np.float32)
+    brightness = rng.uniform(1 - strength, 1 + strength)
+    contrast = rng.uniform(1 - strength, 1 + strength)
+    saturation = rng.uniform(1 - strength, 1 + strength)
+    gray = image @ np.array([0.299, 0.587, 0.114], np.float32)
+    image = gray[..., None] + saturation * (image - gray[..., None])
+    image = (image - gray.mean()) * contrast + gray.mean()
+    image *= brightness
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def batches(dataset: AugmentedSegmentationSet, batch_size: int, rng: random.Random, drop_last: bool = True):
+    """Shuffled (images, labels) numpy batches for one epoch."""
+    order = list(range(len(dataset)))
+    rng.shuffle(order)
+    count = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
+    for b in range(count):
+        items = [dataset[i] for i in order[b * batch_size:(b + 1) * batch_size]]
+        yield np.stack([x for x, _ in items]), np.stack([y for _, y in items])

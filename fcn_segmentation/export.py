@@ -1,0 +1,92 @@
+"""ONNX export with the model's metadata, checked against PyTorch."""
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .model.model_file import ModelInfo
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME, OUTPUT_NAME = "image", "scores"
+OPSET = 17
+
+
+def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[int] = None,
+                width: Optional[int] = None) -> Path:
+    """Export with a static (1, 3, H, W) input (TensorRT builds fastest engines for static shapes);
+    the model's metadata goes into ``metadata_props`` under the key ``fcn_segmentation``."""
+    import onnx
+
+    height, width = height or info.input_height, width or info.input_width
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    dummy = torch.zeros(1, 3, height, width)
+    tmp = path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():  # tracer notes about the (static) padding branch are expected
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    graph = onnx.load(str(tmp))
+    meta = json.loads(info.to_json())
+    meta.update(input_height=height, input_width=width)
+    meta.pop("training", None)  # history is long and only the .pt needs it
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = "fcn_segmentation", json.dumps(meta)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    tmp.unlink()
+    return path
+
+
+def read_onnx_info(path) -> ModelInfo:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    for entry in graph.metadata_props:
+        if entry.key == "fcn_segmentation":
+            return ModelInfo.from_dict(json.loads(entry.value))
+    raise ValueError(f"{path} carries no fcn_segmentation metadata; export it with `fcnseg export`")
+
+
+def onnx_cache_path(model_path, info: ModelInfo) -> Path:
+    """``<model>.<hash>.onnx`` next to the model file, or under ~/.cache if that is not writable."""
+    model_path = Path(model_path)
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
+    name = f"{model_path.stem}.{info.input_height}x{info.input_width}.{digest}.onnx"
+    beside = model_path.parent / name
+    if beside.is_file() or _writable(model_path.parent):
+        return beside
+    cache = Path.home() / ".cache" / "fcn_segmentation"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache / name
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK)
+
+
+def compare_with_torch(model: torch.nn.Module, onnx_path, batches) -> dict:
+    """Run the same inputs through PyTorch and ONNX Runtime; return the worst score difference and
+    the share of pixels whose argmax class agrees."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    max_abs, agree, total = 0.0, 0, 0
+    for batch in batches:
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(batch)).numpy()
+        actual = session.run(None, {INPUT_NAME: batch})[0]
+        max_abs = max(max_abs, float(np.abs(expected - actual).max()))
+        agree += int((expected.argmax(1) == actual.argmax(1)).sum())
+        total += expected.shape[0] * expected.shape[2] * expected.shape[3]
+    return {"max_abs_diff": max_abs, "argmax_agreement": agree / max(total, 1)}

@@ -1,0 +1,61 @@
+"""Fully Convolutional Networks (Long, Shelhamer, Darrell): FCN-32s, FCN-16s and FCN-8s heads.
+
+The backbone's classifier is replaced by a 1x1 convolution that scores every class at every
+position (``score_fr``). Coarse scores are upsampled by transposed convolutions initialised to
+bilinear interpolation and summed with 1x1 scores of finer layers (``score_pool4`` at stride 16,
+``score_pool3`` at stride 8) before the final upsampling to the input size.
+"""
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .surgery import bilinear_upsampler
+
+VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
+OUTPUT_STRIDE = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
+
+
+class FCN(nn.Module):
+    def __init__(self, backbone: nn.Module, num_classes: int, variant: str = "fcn8s",
+                 learnable_upsampling: bool = True, dropout: float = 0.1):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown FCN variant {variant!r}; choose one of {VARIANTS}")
+        self.variant = variant
+        self.num_classes = num_classes
+        self.backbone = backbone
+        channels: Dict[str, int] = backbone.feature_channels
+        self.dropout = nn.Dropout2d(dropout)
+        self.score_fr = nn.Conv2d(channels["stride32"], num_classes, kernel_size=1)
+        if variant in ("fcn16s", "fcn8s"):
+            self.upscore2 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
+            self.score_pool4 = _zero_init(nn.Conv2d(channels["stride16"], num_classes, kernel_size=1))
+        if variant == "fcn8s":
+            self.upscore_pool4 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
+            self.score_pool3 = _zero_init(nn.Conv2d(channels["stride8"], num_classes, kernel_size=1))
+        self.upscore_final = bilinear_upsampler(num_classes, OUTPUT_STRIDE[variant], learnable_upsampling)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` (N, 3, H, W) normalised -> class scores (N, C, H, W)."""
+        height, width = image.shape[-2:]
+        pad_bottom, pad_right = (-height) % 32, (-width) % 32
+        if pad_bottom or pad_right:
+            image = F.pad(image, (0, pad_right, 0, pad_bottom))
+        features = self.backbone(image)
+        scores = self.score_fr(self.dropout(features["stride32"]))
+        if self.variant in ("fcn16s", "fcn8s"):
+            scores = self.upscore2(scores) + self.score_pool4(features["stride16"])  # fuse_pool4
+        if self.variant == "fcn8s":
+            scores = self.upscore_pool4(scores) + self.score_pool3(features["stride8"])  # fuse_pool3
+        scores = self.upscore_final(scores)
+        return scores[..., :height, :width]
+
+
+def _zero_init(conv: nn.Conv2d) -> nn.Conv2d:
+    # As in the paper: a new skip starts at zero so the coarser net's output is unchanged at first.
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv

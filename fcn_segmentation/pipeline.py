@@ -1,0 +1,55 @@
+"""preprocess -> backend -> postprocess, timed per stage."""
+
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from .postprocess import class_map, confidence_map, resize_nearest, resize_scores
+from .preprocess import Preprocessor
+from .visualize import color_mask, overlay, palette_lut
+
+
+@dataclass
+class Segmentation:
+    classes: np.ndarray                 # (H, W) uint8, image size
+    confidence: Optional[np.ndarray]    # (H, W) uint8 or None
+    timings_ms: Dict[str, float]
+
+
+class Segmenter:
+    """Segments RGB uint8 images of any size with one backend."""
+
+    def __init__(self, backend, full_resolution_logits: bool = False):
+        info = backend.info
+        self.backend = backend
+        self.info = info
+        self.full_resolution_logits = full_resolution_logits
+        self.preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+        self.lut = palette_lut(info.palette)
+
+    def __call__(self, rgb: np.ndarray, with_confidence: bool = False) -> Segmentation:
+        t0 = time.perf_counter()
+        batch = self.preprocess(rgb)
+        t1 = time.perf_counter()
+        scores = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        size = rgb.shape[:2]
+        if self.full_resolution_logits:
+            scores = resize_scores(scores, size)
+            classes = class_map(scores)
+        else:
+            classes = resize_nearest(class_map(scores), size)
+        confidence = None
+        if with_confidence:
+            confidence = resize_nearest(confidence_map(scores), size)
+        t3 = time.perf_counter()
+        return Segmentation(classes, confidence, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+                                                  "postprocess": (t3 - t2) * 1e3})
+
+    def colorize(self, classes: np.ndarray) -> np.ndarray:
+        return color_mask(classes, self.lut)
+
+    def overlay(self, rgb: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        return overlay(rgb, self.colorize(classes), alpha)

@@ -1,0 +1,39 @@
+"""Image -> network input. One implementation shared by training, evaluation, export and the node."""
+
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+
+class Preprocessor:
+    """Resize an RGB uint8 image to the network size and normalise it into a reused buffer.
+
+    ``__call__`` returns a (1, 3, H, W) float32 array that is overwritten by the next call.
+    """
+
+    def __init__(self, input_height: int, input_width: int, mean: Sequence[float], std: Sequence[float]):
+        self.input_height, self.input_width = int(input_height), int(input_width)
+        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
+        self.inv_std = (1.0 / np.asarray(std, np.float32)).reshape(1, 1, 3)
+        self._resized = np.empty((self.input_height, self.input_width, 3), np.uint8)
+        self._hwc = np.empty((self.input_height, self.input_width, 3), np.float32)
+        self._chw = np.empty((1, 3, self.input_height, self.input_width), np.float32)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb.shape[:2] == (self.input_height, self.input_width):
+            resized = rgb
+        else:
+            resized = cv2.resize(rgb, (self.input_width, self.input_height), dst=self._resized,
+                                 interpolation=cv2.INTER_LINEAR)
+        np.subtract(resized, self.mean, out=self._hwc)
+        np.multiply(self._hwc, self.inv_std, out=self._hwc)
+        self._chw[0] = self._hwc.transpose(2, 0, 1)
+        return self._chw
+
+
+def normalize(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float],
+              out: Optional[np.ndarray] = None) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) float32, (x - mean) / std, no resizing (training crops)."""
+    chw = (rgb.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(chw.transpose(2, 0, 1)) if out is None else np.copyto(out, chw.transpose(2, 0, 1))
