@@ -34,7 +34,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
-    graph = onnx.load(str(tmp))
+    graph = fold_constants(tmp)
     meta = json.loads(info.to_json())
     meta.update(input_height=height, input_width=width)
     meta.pop("training", None)  # history is long and only the .pt needs it
@@ -44,6 +44,27 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     onnx.save(graph, str(path))
     tmp.unlink()
     return path
+
+
+def fold_constants(path):
+    """Constant-fold with ONNX Runtime's basic (standard-ONNX-only) optimisations: the exporter's
+    pad-shape arithmetic collapses into asymmetric Conv pads, leaving a static graph of Conv, Clip,
+    Add and ConvTranspose whose output shape is known (what TensorRT wants)."""
+    import onnx
+    import onnxruntime as ort
+
+    folded = Path(str(path) + ".folded")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folded)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(folded))
+    folded.unlink()
+    used_domains = {node.domain for node in graph.graph.node}
+    keep = [op for op in graph.opset_import if op.domain in used_domains | {""}]
+    del graph.opset_import[:]
+    graph.opset_import.extend(keep)
+    return onnx.shape_inference.infer_shapes(graph)
 
 
 def read_onnx_info(path) -> ModelInfo:

@@ -63,8 +63,8 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data, is_bigen
 
 def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """JPEG or PNG bytes (``sensor_msgs/CompressedImage``) -> (H, W, 3) uint8 RGB."""
-    kind = fmt.lower().split(";")[0].strip()
-    if not any(name in kind for name in COMPRESSED_FORMATS):
+    # image_transport writes e.g. "rgb8; jpeg compressed bgr8"; plain "jpeg" / "png" are common too.
+    if not any(name in fmt.lower() for name in COMPRESSED_FORMATS):
         raise FrameError(f"unsupported compressed format '{fmt}' (supported: jpeg, png)")
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:

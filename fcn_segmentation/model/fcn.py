@@ -41,9 +41,9 @@ class FCN(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` (N, 3, H, W) normalised -> class scores (N, C, H, W)."""
         height, width = image.shape[-2:]
-        pad_bottom, pad_right = (-height) % 32, (-width) % 32
-        if pad_bottom or pad_right:
-            image = F.pad(image, (0, pad_right, 0, pad_bottom))
+        padded = bool(height % 32 or width % 32)
+        if padded:  # exported graphs have sides that are multiples of 32 and skip this
+            image = F.pad(image, (0, (-width) % 32, 0, (-height) % 32))
         features = self.backbone(image)
         scores = self.score_fr(self.dropout(features["stride32"]))
         if self.variant in ("fcn16s", "fcn8s"):
@@ -51,7 +51,7 @@ class FCN(nn.Module):
         if self.variant == "fcn8s":
             scores = self.upscore_pool4(scores) + self.score_pool3(features["stride8"])  # fuse_pool3
         scores = self.upscore_final(scores)
-        return scores[..., :height, :width]
+        return scores[..., :height, :width] if padded else scores
 
 
 def _zero_init(conv: nn.Conv2d) -> nn.Conv2d:

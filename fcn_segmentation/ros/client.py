@@ -151,3 +151,17 @@ def spin_until(executor, condition, timeout: float, step: float = 0.05) -> bool:
             return True
         executor.spin_once(timeout_sec=step)
     return condition()
+
+
+def publish_until_answered(executor, client: SegmentationClient, msg, outputs: Sequence[str] = ("class_mask",),
+                           timeout: float = 60.0, resend_period: float = 1.0) -> bool:
+    """Publish ``msg`` until its outputs come back. A best-effort subscriber can miss the first
+    messages of a publisher it has not finished matching, so a first frame is re-sent, as a
+    camera stream would be."""
+    deadline = time.monotonic() + timeout
+    key = stamp_key(msg.header)
+    while time.monotonic() < deadline:
+        client.publish(msg)
+        if spin_until(executor, lambda: client.complete(key, outputs), min(resend_period, deadline - time.monotonic())):
+            return True
+    return False

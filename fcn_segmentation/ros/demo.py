@@ -15,7 +15,8 @@ from tqdm import tqdm
 from ..data import read_label, read_rgb, split_pairs
 from ..metrics import ConfusionMatrix
 from ..model.model_file import load_model_file
-from .client import SegmentationClient, image_msg, image_to_array, spin_until, start_node, stop_node, stamp_key
+from .client import (SegmentationClient, image_msg, image_to_array, publish_until_answered, spin_until, stamp_key,
+                     start_node, stop_node)
 
 OUTPUTS = ("class_mask", "color_mask", "overlay")
 
@@ -48,6 +49,11 @@ def run_demo(args) -> int:
         frames, keys = [], []
         period = 1.0 / args.rate
         start_ns = time.time_ns()
+        # One frame first, re-sent until answered, so the best-effort subscription has matched us.
+        warm_up = image_msg(read_rgb(pairs[0][0]), "bgr8", start_ns - 1_000_000_000, "camera_optical_frame")
+        if not publish_until_answered(executor, client, warm_up, OUTPUTS, timeout=args.timeout):
+            print(f"error: no answer to a warm-up frame within {args.timeout:.0f} s; see {node_log}")
+            return 1
         for index, (image_path, label_path) in enumerate(tqdm(pairs, desc="publishing", unit="frame")):
             rgb = read_rgb(image_path)
             msg = image_msg(rgb, "bgr8", start_ns + index * int(period * 1e9), "camera_optical_frame")

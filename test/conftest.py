@@ -1,0 +1,47 @@
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SAMPLE_DIR = ROOT / "sample" / "camvid_sample"
+BUNDLED_MODEL = ROOT / "models" / "fcn8s_effnetlite0_camvid.pt"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    assert BUNDLED_MODEL.is_file(), f"bundled model missing: {BUNDLED_MODEL}"
+    return BUNDLED_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """An untrained FCN-8s (random backbone) saved as a model file, for format and export tests."""
+    import torch
+
+    from fcn_segmentation.classes import CAMVID_CLASSES, CAMVID_PALETTE
+    from fcn_segmentation.model.model_file import ModelInfo, build_model, save_model_file
+
+    torch.manual_seed(0)
+    info = ModelInfo(list(CAMVID_CLASSES), [list(c) for c in CAMVID_PALETTE], 64, 96, (127.0,) * 3, (128.0,) * 3)
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    save_model_file(path, build_model(info), info)
+    return path
+
+
+@pytest.fixture
+def ros_domain(monkeypatch):
+    """A private DDS domain per test so parallel runs and other ROS traffic do not mix."""
+    domain = str(random.randint(100, 200))
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return domain

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fcn_segmentation.model.backbones import build_backbone
+from fcn_segmentation.model.fcn import FCN
+from fcn_segmentation.model.surgery import bilinear_kernel, bilinear_upsampler
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_backbone("efficientnet_lite0", pretrained=False)
+
+
+def test_bilinear_kernel_matches_fcn_surgery_values():
+    kernel = bilinear_kernel(1, 4)[0, 0].numpy()
+    # The 4x4 kernel of a 2x upsampler is the outer product of [0.25, 0.75, 0.75, 0.25].
+    expected = np.outer([0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(kernel, expected, atol=1e-6)
+    assert not bilinear_kernel(2, 4)[0, 1].any(), "channels must not mix"
+
+
+@pytest.mark.parametrize("factor", [2, 8, 32])
+def test_upsampler_is_bilinear_interpolation_away_from_borders(factor):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 6, 7)
+    up = bilinear_upsampler(3, factor)
+    with torch.no_grad():
+        ours = up(x)
+    reference = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    assert ours.shape == reference.shape == (1, 3, 6 * factor, 7 * factor)
+    inner = slice(factor, -factor)
+    torch.testing.assert_close(ours[..., inner, inner], reference[..., inner, inner], atol=1e-5, rtol=1e-5)
+
+
+def test_fixed_upsampling_is_frozen_and_learned_is_trainable():
+    assert bilinear_upsampler(4, 2, learnable=True).weight.requires_grad
+    assert not bilinear_upsampler(4, 2, learnable=False).weight.requires_grad
+
+
+@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s"])
+@pytest.mark.parametrize("size", [(64, 96), (360, 480), (37, 53)])
+def test_output_has_input_size_and_class_channels(backbone, variant, size):
+    model = FCN(backbone, num_classes=11, variant=variant).eval()
+    with torch.no_grad():
+        scores = model(torch.randn(1, 3, *size))
+    assert scores.shape == (1, 11, *size)
+
+
+def test_skip_scores_start_at_zero_so_fcn8s_equals_fcn32s_path_at_init(backbone):
+    """The paper's zero-initialised skips: before training, FCN-8s adds nothing to the coarse path."""
+    torch.manual_seed(0)
+    model = FCN(backbone, 11, "fcn8s").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = backbone(x)
+        coarse = model.score_fr(features["stride32"])
+        expected = model.upscore_final(model.upscore_pool4(model.upscore2(coarse)))
+        torch.testing.assert_close(model(x), expected)
+        model.score_pool3.weight.fill_(0.01)
+        assert not torch.allclose(model(x), expected)
+
+
+def test_every_layer_is_convolutional(backbone):
+    model = FCN(backbone, 11, "fcn8s")
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_unknown_variant_and_backbone_are_rejected(backbone):
+    with pytest.raises(ValueError, match="fcn4s"):
+        FCN(backbone, 11, "fcn4s")
+    with pytest.raises(ValueError, match="resnet"):
+        build_backbone("resnet")
+
+
+def test_pretrained_backbone_loads_imagenet_weights():
+    pretrained = build_backbone("efficientnet_lite0", pretrained=True)
+    random_init = build_backbone("efficientnet_lite0", pretrained=False)
+    assert not torch.equal(pretrained.stem[0].weight, random_init.stem[0].weight)
+    # ImageNet BN statistics are not the initial (0, 1).
+    assert pretrained.stem[1].running_var.mean().item() != pytest.approx(1.0)

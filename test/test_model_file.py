@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from fcn_segmentation.export import compare_with_torch, export_onnx, read_onnx_info
+from fcn_segmentation.model.model_file import ModelFileError, load_model_file
+
+
+def test_round_trip_keeps_weights_and_metadata(tiny_model_file):
+    model, info = load_model_file(tiny_model_file)
+    assert info.class_names[3] == "Road" and info.num_classes == 11
+    assert (info.input_height, info.input_width) == (64, 96)
+    assert not model.training
+    again, _ = load_model_file(tiny_model_file)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_missing_file_says_what_to_pass(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist; pass an existing .pt file"):
+        load_model_file(tmp_path / "nope.pt")
+
+
+def test_corrupt_file_is_reported(tmp_path, tiny_model_file):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(tiny_model_file.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="not a readable"):
+        load_model_file(corrupt)
+
+
+def test_wrong_class_count_is_reported(tiny_model_file):
+    with pytest.raises(ModelFileError, match="has 11 classes, expected 19"):
+        load_model_file(tiny_model_file, expected_classes=19)
+
+
+def test_onnx_export_matches_torch_and_carries_metadata(tiny_model_file, tmp_path):
+    model, info = load_model_file(tiny_model_file)
+    path = export_onnx(model, info, tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    report = compare_with_torch(model, path, [rng.normal(size=(1, 3, 64, 96)).astype(np.float32) for _ in range(2)])
+    assert report["max_abs_diff"] < 1e-3
+    assert report["argmax_agreement"] > 0.999
+    assert read_onnx_info(path).class_names == info.class_names
+
+
+def test_onnx_uses_only_tensorrt_friendly_static_operators(tiny_model_file, tmp_path):
+    import onnx
+
+    model, info = load_model_file(tiny_model_file)
+    graph = onnx.load(str(export_onnx(model, info, tmp_path / "tiny.onnx"))).graph
+    # Operators the TensorRT ONNX parser supports (onnx-tensorrt operators.md).
+    supported = {"Conv", "ConvTranspose", "Add", "Clip", "Pad", "Slice", "Constant", "ConstantOfShape", "Concat",
+                 "Reshape", "Transpose", "Cast", "Identity", "Relu", "Mul", "Sigmoid", "Shape", "Gather", "Unsqueeze"}
+    assert {node.op_type for node in graph.node} <= supported
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 96], "input shape must be static"
+    out_dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert out_dims == [1, 11, 64, 96]

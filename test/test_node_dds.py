@@ -1,0 +1,169 @@
+"""Integration: the node as its own process (console script), real rclpy, real Fast DDS."""
+
+import os
+import random
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
+from fcn_segmentation.ros.client import (  # noqa: E402
+    SegmentationClient, image_msg, image_to_array, publish_until_answered, spin_until, stamp_key, start_node,
+    stop_node)
+
+OUTPUTS = ("class_mask", "color_mask", "overlay", "confidence")
+TOPIC = "/test_camera/image_raw"
+
+
+@pytest.fixture(scope="module")
+def dds_env():
+    saved = dict(os.environ)
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def node_process(dds_env, bundled_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    process = start_node({"model_path": str(bundled_model), "diagnostics_period": 0.5, "log_throttle_period": 0.1},
+                         remaps={"image": TOPIC, "__ns": "/test_camera"}, log_path=str(log))
+    yield process, log
+    code = stop_node(process)
+    text = log.read_text()
+    assert code == 0, f"node exited with {code}:\n{text[-3000:]}"
+    assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.fixture
+def client(dds_env):
+    rclpy.init()
+    node = SegmentationClient(TOPIC, "/test_camera/segmentation", OUTPUTS, name=f"test_client_{random.randint(0, 1 << 30)}")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def _connect(node, executor, process, log):
+    assert spin_until(executor, lambda: node.connected() or process.poll() is not None, 60), "no DDS match"
+    assert process.poll() is None, log.read_text()[-3000:]
+
+
+def test_round_trip_masks_match_header_size_and_ground_truth(node_process, client, sample_dir):
+    process, log = node_process
+    node, executor = client
+    _connect(node, executor, process, log)
+    pairs = split_pairs(sample_dir, "val")[:3]
+    for index, (image_path, label_path) in enumerate(pairs):
+        rgb = read_rgb(image_path)
+        msg = image_msg(rgb, "bgr8", 1_700_000_000_000_000_000 + index * 100_000_000 + 7, f"cam_{index}")
+        key = stamp_key(msg.header)
+        assert publish_until_answered(executor, node, msg, OUTPUTS), f"no outputs for frame {index}"
+        entry = node.received[key]
+        for name, encoding in (("class_mask", "mono8"), ("color_mask", "rgb8"), ("overlay", "rgb8"),
+                               ("confidence", "mono8")):
+            out = entry.outputs[name]
+            assert (out.encoding, out.width, out.height) == (encoding, 480, 360), name
+            assert out.header.frame_id == f"cam_{index}"
+            assert stamp_key(out.header) == key
+        classes = image_to_array(entry.outputs["class_mask"])
+        label = read_label(label_path, 11)
+        valid = label < 11
+        accuracy = (classes[valid] == label[valid]).mean()
+        assert accuracy > 0.75, f"{image_path.name}: only {accuracy:.2f} of labelled pixels right"
+        road = label == 3
+        assert (classes[road] == 3).mean() > 0.8, "road should be found"
+        colors = image_to_array(entry.outputs["color_mask"])
+        np.testing.assert_array_equal(colors[classes == 3][:5], [[128, 64, 128]] * min(5, (classes == 3).sum()))
+    spin_until(executor, lambda: int(node.last_diagnostic_values().get("processed", 0)) >= 3, 10)
+    values = node.last_diagnostic_values()
+    assert values["input_size"] == "480x352"
+    assert "onnxruntime" in values["backend"]
+    assert int(values["processed"]) >= 3
+
+
+def _bad_frames():
+    good = np.zeros((8, 8, 3), np.uint8)
+    bad = []
+    for encoding, width, height, step, size in (("32FC1", 8, 8, 32, 256), ("rgb8", 0, 8, 24, 0),
+                                                ("rgb8", 8, 8, 10, 80), ("rgb8", 8, 8, 24, 100),
+                                                ("yuv422", 7, 8, 14, 112)):
+        msg = image_msg(good, "rgb8", time.time_ns(), "bad")
+        msg.encoding, msg.width, msg.height, msg.step, msg.data = encoding, width, height, step, bytes(size)
+        bad.append(msg)
+    return bad
+
+
+def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_processed(node_process, client, sample_dir):
+    process, log = node_process
+    node, executor = client
+    _connect(node, executor, process, log)
+    warm_up = image_msg(read_rgb(split_pairs(sample_dir, "val")[0][0]), "rgb8", time.time_ns(), "warm_up")
+    assert publish_until_answered(executor, node, warm_up)  # the subscription has matched us
+    spin_until(executor, lambda: bool(node.last_diagnostic_values()), 5)
+    before = int(node.last_diagnostic_values().get("rejected", 0))
+    for msg in _bad_frames():
+        node.publish(msg)
+        spin_until(executor, lambda: False, 0.3)  # one at a time: newest-frame processing may drop a burst
+    good = image_msg(read_rgb(split_pairs(sample_dir, "val")[0][0]), "rgb8", time.time_ns(), "good")
+    assert publish_until_answered(executor, node, good)
+    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before + 5, 10)
+    assert process.poll() is None
+    text = log.read_text()
+    assert "unsupported encoding '32FC1'" in text and "rejected frame" in text
+
+
+def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_dir, tmp_path):
+    log = tmp_path / "node.log"
+    topic = "/zipped/image_raw"
+    process = start_node({"model_path": str(bundled_model), "input_transport": "compressed", "backend": "torch"},
+                         remaps={"image/compressed": topic + "/compressed", "__ns": "/zipped"}, log_path=str(log))
+    rclpy.init()
+    node = SegmentationClient(topic + "/compressed", "/zipped/segmentation", ("class_mask",), compressed=True,
+                              name="test_compressed_client")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        _connect(node, executor, process, log)
+        rgb = read_rgb(split_pairs(sample_dir, "val")[1][0])
+        msg = CompressedImage()
+        msg.header.stamp.sec, msg.header.frame_id = 42, "zipped_cam"
+        msg.format = "rgb8; jpeg compressed bgr8"
+        msg.data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+        assert publish_until_answered(executor, node, msg), log.read_text()[-2000:]
+        out = node.received[(42, 0)].outputs["class_mask"]
+        assert (out.width, out.height, out.header.frame_id) == (480, 360, "zipped_cam")
+        assert "backend torch (cpu)" in log.read_text()
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        assert stop_node(process) == 0
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"model_path": "/nonexistent/model.pt"}, "model file /nonexistent/model.pt does not exist"),
+    ({"backend": "tensorflow"}, "parameter 'backend' is 'tensorflow'; choose one of"),
+    ({"overlay_alpha": 1.5}, "overlay_alpha' must be in [0, 1]"),
+    ({"qos_reliability": "sometimes"}, "parameter 'qos_reliability'"),
+])
+def test_startup_errors_exit_non_zero_with_a_fix_it_message(dds_env, params, message):
+    from fcn_segmentation.ros.client import node_command
+
+    result = subprocess.run(node_command(params), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,54 @@
+import numpy as np
+import torch
+
+from fcn_segmentation.data import IGNORE_INDEX, AugmentedSegmentationSet, median_frequency_weights, read_label, split_pairs
+from fcn_segmentation.postprocess import class_map, confidence_map, resize_nearest
+from fcn_segmentation.preprocess import Preprocessor
+from fcn_segmentation.visualize import color_mask, palette_lut
+
+
+def test_preprocess_resizes_and_normalises():
+    rgb = np.full((360, 480, 3), (255, 127, 0), np.uint8)
+    out = Preprocessor(352, 480, (127, 127, 127), (128, 128, 128))(rgb)
+    assert out.shape == (1, 3, 352, 480) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0, :, 100, 100], [1.0, 0.0, -127 / 128], atol=1e-6)
+
+
+def test_confidence_is_max_softmax_probability():
+    scores = np.random.default_rng(0).normal(size=(1, 5, 4, 6)).astype(np.float32)
+    expected = torch.softmax(torch.from_numpy(scores), 1).max(1).values[0].numpy() * 255
+    assert np.abs(confidence_map(scores).astype(float) - expected).max() <= 1.0
+    np.testing.assert_array_equal(class_map(scores), scores[0].argmax(0))
+
+
+def test_nearest_resize_keeps_class_ids():
+    mask = np.array([[0, 3], [7, 10]], np.uint8)
+    big = resize_nearest(mask, (360, 480))
+    assert big.shape == (360, 480) and set(np.unique(big)) == {0, 3, 7, 10}
+
+
+def test_palette_lookup():
+    lut = palette_lut([(1, 2, 3), (4, 5, 6)])
+    np.testing.assert_array_equal(color_mask(np.array([[1, 0]], np.uint8), lut), [[[4, 5, 6], [1, 2, 3]]])
+
+
+def test_void_label_is_ignored(sample_dir):
+    label = read_label(split_pairs(sample_dir, "val")[0][1], 11)
+    assert label.max() <= 10 or IGNORE_INDEX in label
+    assert not ((label > 10) & (label != IGNORE_INDEX)).any()
+
+
+def test_median_frequency_weights_favour_rare_classes():
+    common = np.zeros((10, 10), np.uint8)
+    common[:1] = 1  # class 1 covers 10% of the only image
+    weights = median_frequency_weights([common], 3)
+    assert weights[1] > weights[0] > 0 and weights[2] == 0
+
+
+def test_augmented_samples_have_crop_size_and_valid_labels(sample_dir):
+    data = AugmentedSegmentationSet(split_pairs(sample_dir, "val"), 11, crop_hw=(128, 160), base_hw=(352, 480),
+                                    mean=(127,) * 3, std=(128,) * 3, scale_range=(0.3, 1.5), seed=1)
+    for index in range(len(data)):
+        image, label = data[index]
+        assert image.shape == (3, 128, 160) and label.shape == (128, 160)
+        assert set(np.unique(label)) <= set(range(11)) | {IGNORE_INDEX}
