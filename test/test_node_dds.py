@@ -156,9 +156,12 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
 
 @pytest.mark.parametrize("params,message", [
     ({"model_path": "/nonexistent/model.pt"}, "model file /nonexistent/model.pt does not exist"),
-    ({"backend": "tensorflow"}, "parameter 'backend' is 'tensorflow'; choose one of"),
-    ({"overlay_alpha": 1.5}, "overlay_alpha' must be in [0, 1]"),
-    ({"qos_reliability": "sometimes"}, "parameter 'qos_reliability'"),
+    ({"backend": "tensorflow"}, "parameter 'backend' is 'tensorflow': choose one of: auto, tensorrt"),
+    ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' is 1.5: must be in [0, 1]"),
+    ({"qos_reliability": "sometimes"}, "parameter 'qos_reliability' is 'sometimes': choose one of"),
+    ({"drivable_classes": "[Road, Rood]"}, "unknown drivable classes ['Rood']; the model's classes are: Sky"),
+    ({"grid_resolution": 0.0}, "parameter 'grid_resolution' is 0.0: must be > 0"),
+    ({"qos_depth": "deep"}, "parameter 'qos_depth'"),
 ])
 def test_startup_errors_exit_non_zero_with_a_fix_it_message(dds_env, params, message):
     from fcn_segmentation.ros.client import node_command

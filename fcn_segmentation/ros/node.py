@@ -1,59 +1,101 @@
 """SegmentationNode: subscribes to camera images, publishes class masks, colour masks, overlays,
-confidence and diagnostics. All image work happens in the core (``Segmenter``); this file only
-handles parameters, QoS, threading and messages."""
+confidence, drivable-area mask and occupancy grid, and diagnostics. Image work happens in the core
+(``Segmenter``, ``drivable``); this file handles parameters, QoS, threading and messages."""
 
+import array
 import sys
 import threading
 import time
 from typing import Optional
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..backends import BACKEND_NAMES, BackendError, create_backend
 from ..defaults import default_model_path
+from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, class_ids, drivable_mask, \
+    scaled_intrinsics
 from ..frames import DEFAULT_MAX_PIXELS, FrameError
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
 from ..stats import PipelineStats
+from ..visualize import overlay
 from .conversions import array_to_image, compressed_to_rgb, image_to_rgb
 
 NODE_NAME = "fcn_segmentation"
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-TRANSPORTS = ("raw", "compressed")
-DEVICES = ("auto", "cpu", "cuda")
 
-# name -> (default, description, read_only, choices or None)
+
+def _choice(*choices):
+    return lambda v: None if v in choices else f"choose one of: {', '.join(choices)}"
+
+
+def _at_least(low):
+    return lambda v: None if v >= low else f"must be >= {low}"
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _fraction(v):
+    return None if 0.0 <= v <= 1.0 else "must be in [0, 1]"
+
+
+# name -> (default, description, changeable at run time, validator returning an error text or None)
 PARAMETERS = {
-    "model_path": ("", "model file (.pt); empty = the bundled CamVid FCN-8s", True, None),
-    "onnx_path": ("", "ONNX file for onnxruntime/tensorrt; empty = exported from model_path and cached", True, None),
-    "backend": ("auto", "inference backend; auto picks the fastest available", True, BACKEND_NAMES),
-    "device": ("auto", "cpu, cuda, or auto", True, DEVICES),
-    "engine_cache_dir": ("", "TensorRT engine cache folder; empty = ~/.cache/fcn_segmentation", True, None),
-    "precision": ("fp32", "TensorRT precision", True, ("fp32", "fp16", "int8")),
-    "force_engine_update": (False, "rebuild the TensorRT engine even if a cached one matches", True, None),
+    "model_path": ("", "model file (.pt); empty = the bundled CamVid FCN-8s", False, None),
+    "onnx_path": ("", "ONNX file for onnxruntime/tensorrt; empty = exported from model_path and cached", False, None),
+    "backend": ("auto", "inference backend; auto picks the fastest available", False, _choice(*BACKEND_NAMES)),
+    "device": ("auto", "cpu, cuda, or auto", False, _choice("auto", "cpu", "cuda")),
+    "engine_cache_dir": ("", "TensorRT engine cache folder; empty = ~/.cache/fcn_segmentation", False, None),
+    "precision": ("fp32", "TensorRT precision", False, _choice("fp32", "fp16", "int8")),
+    "force_engine_update": (False, "rebuild the TensorRT engine even if a cached one matches", False, None),
     "input_transport": ("raw", "raw subscribes image (sensor_msgs/Image); compressed subscribes "
-                        "image/compressed (sensor_msgs/CompressedImage)", True, TRANSPORTS),
-    "qos_reliability": ("best_effort", "reliability of the image subscription", True, tuple(RELIABILITY)),
-    "qos_depth": (1, "history depth of the image subscription", True, None),
-    "publish_class_mask": (True, "publish segmentation/class_mask (mono8 class ids)", False, None),
-    "publish_color_mask": (True, "publish segmentation/color_mask (rgb8 palette)", False, None),
-    "publish_overlay": (True, "publish segmentation/overlay while it has subscribers", False, None),
-    "publish_confidence": (True, "publish segmentation/confidence while it has subscribers", False, None),
-    "overlay_alpha": (0.5, "weight of the colour mask in the overlay, 0..1", False, None),
+                        "image/compressed (sensor_msgs/CompressedImage)", False, _choice("raw", "compressed")),
+    "qos_reliability": ("best_effort", "reliability of the image and camera_info subscriptions", False,
+                        _choice(*RELIABILITY)),
+    "qos_depth": (1, "history depth of the image subscription", False, _at_least(1)),
+    "publish_class_mask": (True, "publish segmentation/class_mask (mono8 class ids)", True, None),
+    "publish_color_mask": (True, "publish segmentation/color_mask (rgb8 palette)", True, None),
+    "publish_overlay": (True, "publish segmentation/overlay while it has subscribers", True, None),
+    "publish_confidence": (True, "publish segmentation/confidence while it has subscribers", True, None),
+    "overlay_alpha": (0.5, "weight of the colour mask in the overlay, 0..1", True, _fraction),
     "full_resolution_logits": (False, "resize scores to the image before argmax (slower, smoother edges)",
-                               True, None),
-    "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames with more pixels are rejected", True, None),
-    "diagnostics_period": (1.0, "seconds between /diagnostics messages", True, None),
-    "log_throttle_period": (5.0, "seconds between repeated warnings about bad frames", True, None),
+                               False, None),
+    "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames with more pixels are rejected", False, _at_least(1)),
+    "publish_drivable_mask": (True, "publish drivable_area/mask (mono8, 255 = drivable)", True, None),
+    "publish_drivable_grid": (True, "publish drivable_area/grid (nav_msgs/OccupancyGrid) once camera_info "
+                              "has arrived", True, None),
+    "drivable_classes": (["Road"], "class names the car may drive on", True, None),
+    "drivable_mask_mode": ("cleaned", "cleaned (holes closed, specks removed, connected to the ego lane) or "
+                           "raw (union of the drivable classes)", True, _choice("cleaned", "raw")),
+    "drivable_close_kernel_px": (7, "closing kernel for holes and gaps in pixels; 0 = off", True, _at_least(0)),
+    "drivable_min_region_px": (200, "drivable regions smaller than this are removed; 0 = off", True, _at_least(0)),
+    "drivable_connect_to_ego": (True, "keep only regions touching the bottom-centre ego zone", True, None),
+    "ego_zone_width": (0.3, "ego zone width as a share of the image width", True, _fraction),
+    "ego_zone_height": (0.1, "ego zone height as a share of the image height", True, _fraction),
+    "grid_frame_id": ("base_link", "vehicle frame of the occupancy grid", False, None),
+    "grid_resolution": (0.1, "metres per grid cell", False, _positive),
+    "grid_range_ahead": (40.0, "metres covered in front of the vehicle origin", False, _positive),
+    "grid_width": (20.0, "metres covered across, centred on the vehicle", False, _positive),
+    "camera_height": (1.5, "camera height above the ground, metres", False, _positive),
+    "camera_pitch": (0.0, "camera pitch, radians, positive = looking down", False, None),
+    "camera_roll": (0.0, "camera roll, radians", False, None),
+    "camera_yaw": (0.0, "camera yaw, radians, positive = looking left", False, None),
+    "camera_x": (0.0, "camera position ahead of the vehicle origin, metres", False, None),
+    "camera_y": (0.0, "camera position left of the vehicle origin, metres", False, None),
+    "diagnostics_period": (1.0, "seconds between /diagnostics messages", False, _positive),
+    "log_throttle_period": (5.0, "seconds between repeated warnings about bad frames", False, _positive),
 }
-RUNTIME_BOOLEANS = ("publish_class_mask", "publish_color_mask", "publish_overlay", "publish_confidence")
 
 
 class StartupError(RuntimeError):
@@ -67,14 +109,18 @@ class SegmentationNode(Node):
         self._pending = None  # (message, receive time) of the newest unprocessed frame
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
-        for name, (default, description, read_only, choices) in PARAMETERS.items():
-            text = description + (f" (one of: {', '.join(choices)})" if choices else "")
+        self.config = {}
+        for name, (default, description, runtime, _) in PARAMETERS.items():
             try:
-                self.declare_parameter(name, default, ParameterDescriptor(description=text, read_only=read_only))
+                self.declare_parameter(name, default, ParameterDescriptor(description=description,
+                                                                          read_only=not runtime))
             except ParameterException as exc:  # e.g. a YAML value of the wrong type
                 raise StartupError(f"parameter '{name}': {exc}") from exc
-        self.config = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._check_startup_parameters()
+            value = self.get_parameter(name).value
+            error = self._check_parameter(name, value)
+            if error:
+                raise StartupError(error)
+            self.config[name] = float(value) if isinstance(default, float) else value
 
         model_path = self.config["model_path"] or str(default_model_path())
         try:
@@ -90,12 +136,23 @@ class SegmentationNode(Node):
         self.segmenter = Segmenter(backend, full_resolution_logits=self.config["full_resolution_logits"])
         self.model_path = model_path
         info = self.segmenter.info
+        error = self._check_parameter("drivable_classes", self.config["drivable_classes"])
+        if error:
+            raise StartupError(error)
         self.get_logger().info(
             f"model {model_path}: {info.variant} {info.backbone}, {info.num_classes} classes, "
             f"network input {info.input_width}x{info.input_height}; backend {backend.describe()}")
 
         self.stats = PipelineStats()
         self._last_warning = {}
+        self._camera_info: Optional[CameraInfo] = None
+        self._projector: Optional[GroundGridProjector] = None
+        self._projector_key = None
+        self.mount = CameraMount(height=self.config["camera_height"], pitch=self.config["camera_pitch"],
+                                 roll=self.config["camera_roll"], yaw=self.config["camera_yaw"],
+                                 x=self.config["camera_x"], y=self.config["camera_y"])
+        self.grid_spec = GridSpec(self.config["grid_resolution"], self.config["grid_range_ahead"],
+                                  self.config["grid_width"])
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         out_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
@@ -103,56 +160,58 @@ class SegmentationNode(Node):
         self.color_mask_pub = self.create_publisher(Image, "segmentation/color_mask", out_qos)
         self.overlay_pub = self.create_publisher(Image, "segmentation/overlay", out_qos)
         self.confidence_pub = self.create_publisher(Image, "segmentation/confidence", out_qos)
+        self.drivable_mask_pub = self.create_publisher(Image, "drivable_area/mask", out_qos)
+        self.drivable_grid_pub = self.create_publisher(OccupancyGrid, "drivable_area/grid", out_qos)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         in_qos = QoSProfile(depth=self.config["qos_depth"], history=HistoryPolicy.KEEP_LAST,
                             reliability=RELIABILITY[self.config["qos_reliability"]],
-                            durability=qos_profile_sensor_data.durability)
+                            durability=DurabilityPolicy.VOLATILE)
         if self.config["input_transport"] == "compressed":
             self.image_sub = self.create_subscription(CompressedImage, "image/compressed", self.image_callback, in_qos)
         else:
             self.image_sub = self.create_subscription(Image, "image", self.image_callback, in_qos)
-        self.get_logger().info(f"listening on {self.image_sub.topic_name} ({self.config['qos_reliability']})")
+        self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self.camera_info_callback,
+                                                        QoSProfile(depth=1, reliability=in_qos.reliability,
+                                                                   history=HistoryPolicy.KEEP_LAST))
+        self.get_logger().info(f"listening on {self.image_sub.topic_name} and {self.camera_info_sub.topic_name} "
+                               f"({self.config['qos_reliability']})")
 
         self.diagnostics_timer = self.create_timer(self.config["diagnostics_period"], self.diagnostics_callback)
         self._worker = threading.Thread(target=self._work_loop, name="segmentation_worker", daemon=True)
         self._worker.start()
 
     # -- parameters ---------------------------------------------------------------------------
-    def _check_startup_parameters(self) -> None:
-        for name, (default, _, _, choices) in PARAMETERS.items():
-            value = self.config[name]
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = self.config[name] = float(value)
-            if type(value) is not type(default):
-                raise StartupError(f"parameter '{name}' must be a {type(default).__name__}, got {value!r}")
-            if choices and value not in choices:
-                raise StartupError(f"parameter '{name}' is '{value}'; choose one of: {', '.join(choices)}")
-        if self.config["qos_depth"] < 1:
-            raise StartupError(f"parameter 'qos_depth' must be >= 1, got {self.config['qos_depth']}")
-        if not 0.0 <= self.config["overlay_alpha"] <= 1.0:
-            raise StartupError(f"parameter 'overlay_alpha' must be in [0, 1], got {self.config['overlay_alpha']}")
-        for name in ("diagnostics_period", "log_throttle_period"):
-            if self.config[name] <= 0:
-                raise StartupError(f"parameter '{name}' must be > 0, got {self.config[name]}")
-        if self.config["max_image_pixels"] < 1:
-            raise StartupError("parameter 'max_image_pixels' must be >= 1")
+    def _check_parameter(self, name: str, value) -> Optional[str]:
+        default, _, _, validator = PARAMETERS[name]
+        numeric = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        if type(value) is not type(default) and not numeric:
+            return f"parameter '{name}' must be a {type(default).__name__}, got {value!r}"
+        if name == "drivable_classes":
+            if not all(isinstance(v, str) for v in value):
+                return "parameter 'drivable_classes' must be a list of class names"
+            if hasattr(self, "segmenter"):
+                try:
+                    class_ids(value, self.segmenter.info.class_names)
+                except ValueError as exc:
+                    return f"parameter 'drivable_classes': {exc}"
+        error = validator(value) if validator else None
+        return f"parameter '{name}' is {value!r}: {error}" if error else None
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        updates = {}
         for param in params:
-            if param.name in RUNTIME_BOOLEANS:
-                if not isinstance(param.value, bool):
-                    return SetParametersResult(successful=False, reason=f"{param.name} must be a bool")
-            elif param.name == "overlay_alpha":
-                if not isinstance(param.value, (int, float)) or isinstance(param.value, bool) \
-                        or not 0.0 <= float(param.value) <= 1.0:
-                    return SetParametersResult(successful=False, reason="overlay_alpha must be a number in [0, 1]")
-            updates[param.name] = param.value
-        self.config.update(updates)
+            if param.name not in PARAMETERS:
+                continue
+            error = self._check_parameter(param.name, param.value)
+            if error:
+                return SetParametersResult(successful=False, reason=error)
+        for param in params:
+            if param.name in PARAMETERS:
+                default = PARAMETERS[param.name][0]
+                self.config[param.name] = float(param.value) if isinstance(default, float) else param.value
         return SetParametersResult(successful=True)
 
-    # -- frames -------------------------------------------------------------------------------
+    # -- inputs -------------------------------------------------------------------------------
     def image_callback(self, msg) -> None:
         """Keep only the newest frame: a slow model never builds a queue, and drops are counted."""
         received = time.monotonic()
@@ -162,6 +221,9 @@ class SegmentationNode(Node):
                 self.stats.count("dropped")
             self._pending = (msg, received)
             self._slot_lock.notify()
+
+    def camera_info_callback(self, msg: CameraInfo) -> None:
+        self._camera_info = msg  # the worker rebuilds the projection only when it changes
 
     def _work_loop(self) -> None:
         while True:
@@ -182,38 +244,87 @@ class SegmentationNode(Node):
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 self._warn_throttled("failed", f"segmentation failed: {self.stats.last_error}")
 
+    # -- the pipeline -------------------------------------------------------------------------
     def process(self, msg, received: float) -> None:
+        config = self.config
         t0 = time.perf_counter()
-        max_pixels = self.config["max_image_pixels"]
+        max_pixels = config["max_image_pixels"]
         rgb = compressed_to_rgb(msg, max_pixels) if isinstance(msg, CompressedImage) else image_to_rgb(msg, max_pixels)
         t1 = time.perf_counter()
-        want_overlay = self.config["publish_overlay"] and self.overlay_pub.get_subscription_count() > 0
-        want_confidence = self.config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0
+        want_overlay = config["publish_overlay"] and self.overlay_pub.get_subscription_count() > 0
+        want_confidence = config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0
         result = self.segmenter(rgb, with_confidence=want_confidence)
         t2 = time.perf_counter()
         header = msg.header
-        if self.config["publish_class_mask"]:
+        if config["publish_class_mask"]:
             self.class_mask_pub.publish(array_to_image(result.classes, "mono8", header))
-        if self.config["publish_color_mask"] or want_overlay:
+        if config["publish_color_mask"] or want_overlay:
             colors = self.segmenter.colorize(result.classes)
-            if self.config["publish_color_mask"]:
+            if config["publish_color_mask"]:
                 self.color_mask_pub.publish(array_to_image(colors, "rgb8", header))
             if want_overlay:
-                from ..visualize import overlay
-                self.overlay_pub.publish(array_to_image(overlay(rgb, colors, self.config["overlay_alpha"]),
-                                                        "rgb8", header))
+                self.overlay_pub.publish(array_to_image(overlay(rgb, colors, config["overlay_alpha"]), "rgb8", header))
         if want_confidence:
             self.confidence_pub.publish(array_to_image(result.confidence, "mono8", header))
         t3 = time.perf_counter()
-        stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3)
+        if config["publish_drivable_mask"] or config["publish_drivable_grid"]:
+            self._publish_drivable(result.classes, header)
+        t4 = time.perf_counter()
+        stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3, drivable=(t4 - t3) * 1e3)
         self.stats.record((time.monotonic() - received) * 1e3, stages)
+
+    def _publish_drivable(self, classes: np.ndarray, header) -> None:
+        config = self.config
+        cleaning = None if config["drivable_mask_mode"] == "raw" else MaskCleaning(
+            close_kernel_px=config["drivable_close_kernel_px"], min_region_px=config["drivable_min_region_px"],
+            connect_to_ego=config["drivable_connect_to_ego"], ego_zone_width=config["ego_zone_width"],
+            ego_zone_height=config["ego_zone_height"])
+        ids = class_ids(config["drivable_classes"], self.segmenter.info.class_names)
+        mask = drivable_mask(classes, ids, cleaning)
+        if config["publish_drivable_mask"]:
+            self.drivable_mask_pub.publish(array_to_image(mask, "mono8", header))
+        projector = self._projector_for(mask.shape) if config["publish_drivable_grid"] else None
+        if projector is not None:
+            self.drivable_grid_pub.publish(self._grid_message(projector.grid_values(mask), header))
+
+    def _projector_for(self, image_hw) -> Optional[GroundGridProjector]:
+        """The cell -> pixel table for the current camera_info and image size, rebuilt only on change."""
+        info = self._camera_info
+        if info is None:
+            return None
+        key = (tuple(info.k), tuple(info.d), info.width, info.height, tuple(image_hw))
+        if key != self._projector_key:
+            K = scaled_intrinsics(np.asarray(info.k, np.float64).reshape(3, 3), (info.height, info.width), image_hw)
+            if K[0, 0] <= 0 or K[1, 1] <= 0:
+                self._warn_throttled("camera_info", f"camera_info on {self.camera_info_sub.topic_name} has no "
+                                     "focal length (K is zero); the grid is not published")
+                return None
+            distortion = np.asarray(info.d, np.float64) if info.distortion_model in ("plumb_bob", "rational_polynomial") \
+                else None
+            self._projector = GroundGridProjector(K, tuple(image_hw), self.mount, self.grid_spec, distortion)
+            self._projector_key = key
+            self.get_logger().info(f"ground projection built for {image_hw[1]}x{image_hw[0]} images "
+                                   f"(fx {K[0, 0]:.1f}), {len(self._projector.seen_cells)} cells in view")
+        return self._projector
+
+    def _grid_message(self, values: np.ndarray, header) -> OccupancyGrid:
+        grid = OccupancyGrid()
+        grid.header.stamp = header.stamp
+        grid.header.frame_id = self.config["grid_frame_id"]
+        grid.info.map_load_time = header.stamp
+        grid.info.resolution = float(self.grid_spec.resolution)
+        grid.info.height, grid.info.width = values.shape
+        grid.info.origin.position.x, grid.info.origin.position.y = self.grid_spec.origin_xy
+        grid.info.origin.orientation.w = 1.0
+        grid.data = array.array("b", values.tobytes())
+        return grid
 
     def _warn_throttled(self, key: str, text: str) -> None:
         now = time.monotonic()
         if now - self._last_warning.get(key, -1e9) >= self.config["log_throttle_period"]:
             self._last_warning[key] = now
-            count = getattr(self.stats, key)
-            self.get_logger().warning(f"{text} ({key} so far: {count})")
+            count = getattr(self.stats, key, None)
+            self.get_logger().warning(text + (f" ({key} so far: {count})" if count is not None else ""))
 
     # -- diagnostics --------------------------------------------------------------------------
     def diagnostics_callback(self) -> None:
@@ -230,15 +341,21 @@ class SegmentationNode(Node):
             status.level, status.message = DiagnosticStatus.OK, f"waiting for images on {self.image_sub.topic_name}"
         else:
             status.level, status.message = DiagnosticStatus.OK, f"{snap['fps']:.1f} fps"
+        if not self.config["publish_drivable_grid"]:
+            grid_state = "disabled"
+        elif self._camera_info is None:
+            grid_state = f"not published: no camera_info received on {self.camera_info_sub.topic_name}"
+        else:
+            grid_state = "published" if self._projector is not None else "waiting for the first image"
         values = {"backend": self.segmenter.backend.describe(), "model": self.model_path,
                   "model_variant": f"{info.variant}/{info.backbone}",
-                  "input_size": f"{info.input_width}x{info.input_height}", **snap}
+                  "input_size": f"{info.input_width}x{info.input_height}", "drivable_grid": grid_state, **snap}
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
-        self.diagnostics_pub.publish(array)
+        array_msg = DiagnosticArray()
+        array_msg.header.stamp = self.get_clock().now().to_msg()
+        array_msg.status = [status]
+        self.diagnostics_pub.publish(array_msg)
 
     def destroy_node(self):
         with self._slot_lock:

@@ -1,0 +1,129 @@
+"""The drivable-area outputs of the node over real DDS: mask, occupancy grid, camera_info handling,
+run-time parameter validation."""
+
+import os
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
+
+from nav_msgs.msg import OccupancyGrid  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
+from fcn_segmentation.ros.client import (  # noqa: E402
+    SegmentationClient, image_msg, image_to_array, publish_until_answered, spin_until, start_node, stop_node)
+
+NS = "/drive_cam"
+
+
+@pytest.fixture(scope="module")
+def running_node(bundled_model, tmp_path_factory):
+    saved = dict(os.environ)
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    log = tmp_path_factory.mktemp("drivable") / "node.log"
+    process = start_node({"model_path": str(bundled_model), "diagnostics_period": 0.3, "camera_height": 1.3,
+                          "grid_resolution": 0.25},
+                         remaps={"__ns": NS, "image": f"{NS}/image_raw"}, log_path=str(log))
+    rclpy.init()
+    client = SegmentationClient(f"{NS}/image_raw", f"{NS}/drivable_area", ("mask",), name="drivable_client")
+    grids, lock = {}, threading.Lock()
+
+    def on_grid(msg):
+        with lock:
+            grids[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
+
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    client.create_subscription(OccupancyGrid, f"{NS}/drivable_area/grid", on_grid, qos)
+    info_pub = client.create_publisher(CameraInfo, f"{NS}/camera_info", qos)
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    assert spin_until(executor, lambda: client.connected() or process.poll() is not None, 60)
+    assert process.poll() is None, log.read_text()
+    yield process, client, executor, grids, info_pub, log
+    executor.shutdown()
+    client.destroy_node()
+    rclpy.try_shutdown()
+    assert stop_node(process) == 0, log.read_text()[-3000:]
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _camera_info(width=480, height=360, fx=500.0):
+    info = CameraInfo()
+    info.width, info.height = width, height
+    info.k = [fx, 0.0, width / 2, 0.0, fx, height / 2, 0.0, 0.0, 1.0]
+    info.distortion_model = "plumb_bob"
+    info.d = [0.0] * 5
+    info.header.frame_id = "camera_optical_frame"
+    return info
+
+
+def test_mask_without_camera_info_and_diagnostics_say_why_no_grid(running_node, sample_dir):
+    process, client, executor, grids, info_pub, log = running_node
+    image_path, label_path = split_pairs(sample_dir, "val")[0]
+    msg = image_msg(read_rgb(image_path), "rgb8", time.time_ns(), "camera_optical_frame")
+    assert publish_until_answered(executor, client, msg, ("mask",))
+    mask_msg = client.received[(msg.header.stamp.sec, msg.header.stamp.nanosec)].outputs["mask"]
+    assert (mask_msg.encoding, mask_msg.width, mask_msg.height) == ("mono8", 480, 360)
+    mask = image_to_array(mask_msg)
+    assert set(np.unique(mask)) <= {0, 255}
+    road = read_label(label_path, 11) == 3
+    assert (mask[road] == 255).mean() > 0.8, "the road in front of the car is drivable"
+    assert (mask[~road] == 0).mean() > 0.9
+    assert not grids
+    assert spin_until(executor, lambda: "no camera_info" in client.last_diagnostic_values().get("drivable_grid", ""), 5)
+
+
+def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
+    process, client, executor, grids, info_pub, log = running_node
+    info_pub.publish(_camera_info())
+    spin_until(executor, lambda: False, 0.5)
+    # Frame 4: the road runs straight ahead (in frame 2 it bends to the right).
+    msg = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
+    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+    def answered():
+        if key not in grids:
+            info_pub.publish(_camera_info())
+        return key in grids
+    assert publish_until_answered(executor, client, msg, ("mask",))
+    assert spin_until(executor, answered, 20), log.read_text()[-2000:]
+    grid = grids[key]
+    assert grid.header.frame_id == "base_link"
+    assert grid.info.resolution == pytest.approx(0.25)
+    assert (grid.info.width, grid.info.height) == (160, 80)  # 40 m ahead x 20 m wide
+    values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    assert set(np.unique(values)) <= {-1, 0, 100}
+    ahead = values[38:42, 20:60]  # |y| < 0.5 m, x from 5 m to 15 m
+    assert (ahead == 0).mean() > 0.7, "the road straight ahead is free"
+    assert (values[:, :8] == -1).all(), "the first 2 m are below the camera's view"
+
+
+def test_runtime_parameters_are_validated(running_node):
+    process, client, executor, grids, info_pub, log = running_node
+    parameters = AsyncParameterClient(client, f"{NS}/fcn_segmentation")
+    assert parameters.wait_for_services(10.0)
+
+    def set_one(name, value):
+        future = parameters.set_parameters([Parameter(name, value=value)])
+        executor.spin_until_future_complete(future, timeout_sec=10)
+        return future.result().results[0]
+
+    bad = set_one("drivable_classes", ["Road", "Runway"])
+    assert not bad.successful and "unknown drivable classes ['Runway']" in bad.reason
+    assert not set_one("overlay_alpha", 2.0).successful
+    assert not set_one("drivable_mask_mode", "smooth").successful
+    assert set_one("drivable_classes", ["Road", "Pavement"]).successful
+    assert set_one("overlay_alpha", 0.3).successful
+    read_only = set_one("backend", "torch")
+    assert not read_only.successful
