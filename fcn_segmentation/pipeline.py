@@ -16,6 +16,7 @@ class Segmentation:
     classes: np.ndarray                 # (H, W) uint8, image size
     confidence: Optional[np.ndarray]    # (H, W) uint8 or None
     timings_ms: Dict[str, float]
+    network_classes: Optional[np.ndarray] = None  # (h, w) uint8 at the network's input size
 
 
 class Segmenter:
@@ -36,17 +37,18 @@ class Segmenter:
         scores = self.backend.infer(batch)
         t2 = time.perf_counter()
         size = rgb.shape[:2]
+        network_classes = class_map(scores)
         if self.full_resolution_logits:
             scores = resize_scores(scores, size)
             classes = class_map(scores)
         else:
-            classes = resize_nearest(class_map(scores), size)
+            classes = resize_nearest(network_classes, size)
         confidence = None
         if with_confidence:
             confidence = resize_nearest(confidence_map(scores), size)
         t3 = time.perf_counter()
         return Segmentation(classes, confidence, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                                                  "postprocess": (t3 - t2) * 1e3})
+                                                  "postprocess": (t3 - t2) * 1e3}, network_classes)
 
     def colorize(self, classes: np.ndarray) -> np.ndarray:
         return color_mask(classes, self.lut)

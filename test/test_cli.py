@@ -1,0 +1,62 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fcn_segmentation.cli import main
+
+
+def test_evaluate_writes_json_and_plot_on_a_camvid_layout_folder(sample_dir, bundled_model, tmp_path, capsys):
+    out = tmp_path / "val.json"
+    assert main(["evaluate", "--data", str(sample_dir), "--split", "val", "--model", str(bundled_model),
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_images"] == 6
+    assert set(report["per_class_iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
+                                             "Fence", "Car", "Pedestrian", "Bicyclist"}
+    assert 0.5 < report["miou"] <= 1.0 and 0.8 < report["pixel_accuracy"] <= 1.0
+    assert report["per_class_iou"]["Road"] > 0.85
+    assert 0.5 < report["miou_at_network_size"] <= 1.0
+    assert np.asarray(report["confusion_matrix"]).shape == (11, 11)
+    assert (tmp_path / "val.png").stat().st_size > 10_000
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_evaluate_handles_other_image_sizes(sample_dir, bundled_model, tmp_path):
+    root = tmp_path / "small"
+    for folder in ("val", "valannot"):
+        (root / folder).mkdir(parents=True)
+    for path in sorted((sample_dir / "val").glob("*.png"))[:2]:
+        cv2.imwrite(str(root / "val" / path.name), cv2.resize(cv2.imread(str(path)), (250, 170)))
+        label = cv2.imread(str(sample_dir / "valannot" / path.name), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(root / "valannot" / path.name), cv2.resize(label, (250, 170), interpolation=cv2.INTER_NEAREST))
+    out = tmp_path / "small.json"
+    assert main(["evaluate", "--data", str(root), "--model", str(bundled_model), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["image_size"] == [250, 170] and report["miou"] > 0.3
+
+
+def test_predict_writes_masks_colours_and_overlays(sample_dir, bundled_model, tmp_path):
+    image = sorted((sample_dir / "val").glob("*.png"))[0]
+    assert main(["predict", str(image), "--out", str(tmp_path), "--model", str(bundled_model)]) == 0
+    classes = cv2.imread(str(tmp_path / f"{image.stem}_classes.png"), cv2.IMREAD_UNCHANGED)
+    assert classes.shape == (360, 480) and classes.max() <= 10
+    assert cv2.imread(str(tmp_path / f"{image.stem}_color.png")).shape == (360, 480, 3)
+    assert cv2.imread(str(tmp_path / f"{image.stem}_overlay.png")).shape == (360, 480, 3)
+
+
+def test_export_checks_parity_on_real_images(bundled_model, tmp_path, capsys):
+    assert main(["export", "--model", str(bundled_model), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert "argmax agreement" in capsys.readouterr().out
+
+
+def test_missing_model_is_a_clear_error(sample_dir, tmp_path, capsys):
+    code = main(["evaluate", "--data", str(sample_dir), "--model", str(tmp_path / "missing.pt")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_split_names_what_is_there(sample_dir, bundled_model, capsys):
+    assert main(["evaluate", "--data", str(sample_dir), "--split", "test", "--model", str(bundled_model)]) == 2
+    assert "has: val, valannot" in capsys.readouterr().err
