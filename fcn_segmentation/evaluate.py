@@ -94,3 +94,33 @@ def plot_confusion_and_iou(matrix: np.ndarray, per_class_iou: Dict, class_names,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_examples(segmenter, data_root, split: str, path, count: int = 4) -> Path:
+    """A PNG grid, one row per frame: image, ground truth, prediction, overlay."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .visualize import color_mask
+
+    info = segmenter.info
+    pairs = split_pairs(data_root, split)
+    chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs)))]
+    fig, axes = plt.subplots(len(chosen), 4, figsize=(16, 3.1 * len(chosen)), squeeze=False)
+    for row, (image_path, label_path) in zip(axes, chosen):
+        rgb = read_rgb(image_path)
+        label = read_label(label_path, info.num_classes)
+        classes = segmenter(rgb).classes
+        truth = color_mask(np.where(label < info.num_classes, label, 255).astype(np.uint8), segmenter.lut)
+        panels = (rgb, truth, segmenter.colorize(classes), segmenter.overlay(rgb, classes))
+        for ax, panel, title in zip(row, panels, ("image", "ground truth (void black)", "prediction", "overlay")):
+            ax.imshow(panel)
+            ax.set_title(f"{title}: {Path(image_path).name}" if title == "image" else title, fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

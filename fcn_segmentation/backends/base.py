@@ -37,9 +37,10 @@ class Backend:
 
 
 def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
-                   engine_cache_dir=None, precision: str = "fp32",
-                   force_engine_update: bool = False) -> Tuple[Backend, List[str]]:
-    """Create the backend ``name`` ("auto" tries the fastest available first).
+                   engine_cache_dir=None, precision: str = "fp32", force_engine_update: bool = False,
+                   input_size: Optional[Tuple[int, int]] = None) -> Tuple[Backend, List[str]]:
+    """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
+    (height, width), multiples of 32, runs the network at another size than the model file's.
 
     Returns the backend and the reasons the faster candidates were not used (for the log).
     """
@@ -50,6 +51,11 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     if device not in ("auto", "cpu", "cuda"):
         raise BackendError(f"unknown device {device!r}; choose auto, cpu or cuda")
     model, info = load_model_file(model_path)
+    if input_size is not None:
+        height, width = input_size
+        if height <= 0 or width <= 0 or height % 32 or width % 32:
+            raise BackendError(f"network input size {width}x{height} must be positive multiples of 32")
+        info.input_height, info.input_width = height, width
     candidates = _candidates(name, device)
     skipped: List[str] = []
     for backend_name, backend_device in candidates:

@@ -1,0 +1,186 @@
+"""``fcnseg bench``: per-stage latency of every available backend at 480x360, in one run, plus
+model GFLOPs against the machine's measured matrix-multiply peak. The node's end-to-end latency
+over DDS is measured by ``ros/bench_dds.py`` and merged into the same report."""
+
+import logging
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .data import read_rgb
+from .frames import decode_raw, encode_raw
+from .postprocess import class_map, resize_nearest
+from .visualize import color_mask, palette_lut
+
+logger = logging.getLogger(__name__)
+STAGES = ("decode", "preprocess", "inference", "postprocess", "publish")
+
+
+def percentiles(values_ms: List[float]) -> Dict[str, float]:
+    values = np.asarray(values_ms, np.float64)
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
+            "mean": float(values.mean())}
+
+
+def model_gflops(model, height: int, width: int) -> float:
+    """FLOPs of one forward pass (multiply and add counted separately), in GFLOP."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model.eval()(torch.zeros(1, 3, height, width))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matrix-multiply rate on ``threads`` cores: the practical peak."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    elapsed = (time.perf_counter() - start) / repeats
+    torch.set_num_threads(previous)
+    return 2 * size ** 3 / elapsed / 1e9
+
+
+def bench_backend(backend, rgb: np.ndarray, frames: int, warmup: int, message_builder=None) -> Dict:
+    """Time the node's per-frame work with ``backend``: decode a bgr8 buffer, preprocess, infer,
+    argmax + nearest upsample + palette lookup, and (when ROS is importable) build the messages."""
+    from .preprocess import Preprocessor
+
+    info = backend.info
+    height, width = rgb.shape[:2]
+    buffer = encode_raw(rgb, "bgr8")
+    preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+    lut = palette_lut(info.palette)
+    timings = {stage: [] for stage in STAGES}
+    totals = []
+    for index in range(warmup + frames):
+        t0 = time.perf_counter()
+        image = decode_raw("bgr8", height, width, width * 3, buffer)
+        t1 = time.perf_counter()
+        batch = preprocess(image)
+        t2 = time.perf_counter()
+        scores = backend.infer(batch)
+        t3 = time.perf_counter()
+        classes = resize_nearest(class_map(scores), (height, width))
+        colors = color_mask(classes, lut)
+        t4 = time.perf_counter()
+        if message_builder is not None:
+            message_builder(classes, colors)
+        t5 = time.perf_counter()
+        if index >= warmup:
+            for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                timings[stage].append(value * 1e3)
+            totals.append((t5 - t0) * 1e3)
+    result = {stage: percentiles(values) for stage, values in timings.items()}
+    result["total"] = percentiles(totals)
+    result["fps"] = 1000.0 / result["total"]["mean"]
+    return result
+
+
+def ros_message_builder():
+    """Builds the class-mask and colour-mask Images as the node does; None without sensor_msgs."""
+    try:
+        from std_msgs.msg import Header
+
+        from .ros.conversions import array_to_image
+    except ImportError:
+        return None
+    header = Header()
+    return lambda classes, colors: (array_to_image(classes, "mono8", header), array_to_image(colors, "rgb8", header))
+
+
+def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=None):
+    """(label, backend) for every backend that starts here; reasons for the others."""
+    from .backends import BackendUnavailable, create_backend
+
+    found, skipped = [], []
+    for label, name, device, onnx in (("tensorrt", "tensorrt", "cuda", None),
+                                      ("onnxruntime-cuda", "onnxruntime", "cuda", None),
+                                      ("torch-cuda", "torch", "cuda", None),
+                                      ("onnxruntime-cpu", "onnxruntime", "cpu", None),
+                                      ("onnxruntime-cpu-int8", "onnxruntime", "cpu", int8_onnx),
+                                      ("torch-cpu", "torch", "cpu", None)):
+        if label.endswith("int8") and not int8_onnx:
+            skipped.append(f"{label}: no --int8-onnx given (make one with `fcnseg quantize`)")
+            continue
+        try:
+            backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size)
+            found.append((label, backend))
+        except BackendUnavailable as exc:
+            skipped.append(f"{label}: {exc}")
+    return found, skipped
+
+
+def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_onnx: Optional[str] = None,
+              threads: Optional[int] = None, input_size=None) -> Dict:
+    import os
+
+    import torch
+    from tqdm import tqdm
+
+    from .model.model_file import load_model_file
+
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    rgb = read_rgb(image_path)
+    model, info = load_model_file(model_path)
+    if input_size:
+        info.input_height, info.input_width = input_size
+    report = {"model": str(model_path), "image_size": [rgb.shape[1], rgb.shape[0]],
+              "network_input_size": [info.input_width, info.input_height], "frames": frames,
+              "cpu_threads": threads, "cpu_count": os.cpu_count(),
+              "gflops_per_frame": model_gflops(model, info.input_height, info.input_width),
+              "matmul_peak_gflops": matmul_peak_gflops(threads), "backends": {}}
+    found, skipped = available_backends(model_path, int8_onnx, input_size)
+    report["skipped_backends"] = skipped
+    builder = ros_message_builder()
+    for label, backend in tqdm(found, desc="backends", unit="backend"):
+        result = bench_backend(backend, rgb, frames, warmup, builder)
+        result["backend"] = backend.describe()
+        result["achieved_gflops"] = report["gflops_per_frame"] / (result["inference"]["p50"] / 1e3)
+        report["backends"][label] = result
+    if "torch-cpu" in report["backends"] and "onnxruntime-cpu" in report["backends"]:
+        report["onnxruntime_vs_torch_cpu_speedup"] = (report["backends"]["onnxruntime-cpu"]["fps"]
+                                                      / report["backends"]["torch-cpu"]["fps"])
+    if "onnxruntime-cpu-int8" in report["backends"] and "onnxruntime-cpu" in report["backends"]:
+        report["int8_vs_fp32_speedup"] = (report["backends"]["onnxruntime-cpu-int8"]["fps"]
+                                          / report["backends"]["onnxruntime-cpu"]["fps"])
+    return report
+
+
+def format_report(report: Dict) -> str:
+    lines = [f"model {report['model']}: {report['gflops_per_frame']:.2f} GFLOP per frame at "
+             f"{report['network_input_size'][0]}x{report['network_input_size'][1]}; images "
+             f"{report['image_size'][0]}x{report['image_size'][1]}; {report['cpu_threads']} CPU threads; "
+             f"measured matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s",
+             "",
+             "| backend | " + " | ".join(f"{s} p50/p95 ms" for s in STAGES) + " | total p50/p95 ms | fps | GFLOP/s (% of peak) |",
+             "|---" * (len(STAGES) + 4) + "|"]
+    for label, r in report["backends"].items():
+        cells = [f"{r[s]['p50']:.2f} / {r[s]['p95']:.2f}" for s in STAGES]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['total']['p50']:.1f} / {r['total']['p95']:.1f} "
+                     f"| {r['fps']:.1f} | {r['achieved_gflops']:.0f} "
+                     f"({100 * r['achieved_gflops'] / report['matmul_peak_gflops']:.0f}%) |")
+    for key, text in (("onnxruntime_vs_torch_cpu_speedup", "ONNX Runtime CPU vs torch CPU eager"),
+                      ("int8_vs_fp32_speedup", "ONNX Runtime INT8 vs FP32")):
+        if key in report:
+            lines.append(f"\n{text}: {report[key]:.2f}x frames/s")
+    dds = report.get("node_over_dds")
+    if dds:
+        lines.append(f"\nnode over DDS ({dds['backend']}): publish -> class_mask p50 {dds['latency']['p50']:.1f} ms, "
+                     f"p95 {dds['latency']['p95']:.1f} ms over {dds['frames']} frames; bare pipeline p50 "
+                     f"{dds['bare_pipeline_p50_ms']:.1f} ms; ROS overhead {dds['overhead_percent']:+.1f}%")
+    for reason in report.get("skipped_backends", []):
+        lines.append(f"not measured: {reason}")
+    return "\n".join(lines)

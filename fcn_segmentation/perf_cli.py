@@ -1,0 +1,139 @@
+"""``fcnseg`` subcommands for deployment and speed: quantize, build-engine, bench, soak."""
+
+import json
+import sys
+from pathlib import Path
+
+from .defaults import default_model_path, default_sample_dir
+
+
+def _sample_image() -> Path:
+    return sorted((default_sample_dir() / "val").glob("*.png"))[0]
+
+
+def cmd_quantize(args) -> int:
+    from .data import split_pairs
+    from .export import export_onnx, onnx_cache_path
+    from .model.model_file import load_model_file
+    from .quantize import quantize_onnx
+
+    model, info = load_model_file(args.model)
+    fp32 = onnx_cache_path(args.model, info)
+    if not fp32.is_file():
+        export_onnx(model, info, fp32)
+    pairs = split_pairs(args.calibration_data, args.calibration_split, require_labels=False)
+    images = [image for image, _ in pairs][:: max(1, len(pairs) // args.num_images)][: args.num_images]
+    out = quantize_onnx(fp32, args.out, images)
+    print(f"wrote {out} (QDQ INT8, calibrated on {len(images)} {args.calibration_split} images); run it with "
+          f"`--backend onnxruntime` and the node's onnx_path parameter")
+    return 0
+
+
+def cmd_build_engine(args) -> int:
+    from .backends.base import _onnx_for
+    from .backends.tensorrt_backend import TensorRTBackend
+    from .data import read_rgb, split_pairs
+    from .model.model_file import load_model_file
+    from .preprocess import Preprocessor
+
+    model, info = load_model_file(args.model)
+    onnx_path = _onnx_for(args.model, args.onnx, model, info)
+    calibration = None
+    if args.precision == "int8":
+        preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+        pairs = split_pairs(args.calibration_data, "train", require_labels=False)[: args.num_images]
+        calibration = [preprocess(read_rgb(image)).copy() for image, _ in pairs]
+    backend = TensorRTBackend(model, info, onnx_path, engine_cache_dir=args.engine_cache_dir,
+                              precision=args.precision, force_engine_update=args.force,
+                              calibration_images=calibration)
+    print(f"engine ready: {backend.engine_path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_report, run_bench
+
+    image = args.image or _sample_image()
+    report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
+                       threads=args.threads, input_size=args.input_size)
+    if not args.no_dds:
+        from .data import read_rgb
+        from .ros.bench_dds import bench_node_over_dds
+
+        backend = "onnxruntime"
+        dds = bench_node_over_dds(args.model, read_rgb(image), backend=backend, frames=args.frames)
+        bare = report["backends"]["onnxruntime-cpu"]["total"]["p50"]
+        dds.update(backend=backend, bare_pipeline_p50_ms=bare,
+                   overhead_percent=100 * (dds["latency"]["p50"] - bare) / bare)
+        report["node_over_dds"] = dds
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def cmd_soak(args) -> int:
+    from .data import read_rgb
+    from .ros.bench_dds import plot_soak, soak_node
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = soak_node(args.model, read_rgb(args.image or _sample_image()), rate_hz=args.rate, frames=args.frames,
+                       backend=args.backend, log_path=str(out / "node.log"))
+    (out / "soak.json").write_text(json.dumps(result, indent=2))
+    plot_soak(result, out / "soak_memory.png")
+    diag = result["node_diagnostics"]
+    rss = result["rss_mb"]
+    print(f"{result['frames_sent']} frames at {args.rate:g} Hz in {result['duration_s']:.0f} s: node processed "
+          f"{diag.get('processed')} ({result['processed_fps']:.1f}/s), dropped {diag.get('dropped')} (newest-frame "
+          f"policy), rejected {diag.get('rejected')}")
+    print(f"latency publish -> mask: p50 {result['latency_ms']['p50']:.0f} ms, p95 {result['latency_ms']['p95']:.0f} "
+          f"ms, max {result['latency_ms']['max']:.0f} ms")
+    print(f"node resident memory: start {rss['start']:.0f} MB, after warm-up {rss['settled']:.0f} MB, end "
+          f"{rss['end']:.0f} MB ({rss['growth_percent_after_settling']:+.1f}% after warm-up)")
+    print(f"wrote {out / 'soak.json'} and {out / 'soak_memory.png'}")
+    return 0 if result["node_exit_code"] == 0 else 1
+
+
+def add_perf_commands(sub) -> None:
+    from .cli import parse_size
+
+    quantize = sub.add_parser("quantize", help="ONNX Runtime static INT8 (QDQ) model for CPUs")
+    quantize.add_argument("--model", default=str(default_model_path()))
+    quantize.add_argument("--calibration-data", required=True, help="CamVid-layout folder")
+    quantize.add_argument("--calibration-split", default="train")
+    quantize.add_argument("--num-images", type=int, default=32)
+    quantize.add_argument("--out", required=True, help="INT8 .onnx to write")
+    quantize.set_defaults(func=cmd_quantize)
+
+    engine = sub.add_parser("build-engine", help="build (or reuse) the cached TensorRT engine ahead of time")
+    engine.add_argument("--model", default=str(default_model_path()))
+    engine.add_argument("--onnx", help="ONNX file (default: exported from --model and cached)")
+    engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    engine.add_argument("--engine-cache-dir")
+    engine.add_argument("--calibration-data", help="CamVid-layout folder (int8)")
+    engine.add_argument("--num-images", type=int, default=64)
+    engine.add_argument("--force", action="store_true", help="rebuild even if the cache matches")
+    engine.set_defaults(func=cmd_build_engine)
+
+    bench = sub.add_parser("bench", help="per-stage latency of every available backend and of the node over DDS")
+    bench.add_argument("--model", default=str(default_model_path()))
+    bench.add_argument("--image", help="480x360 test image (default: a bundled sample frame)")
+    bench.add_argument("--frames", type=int, default=50)
+    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    bench.add_argument("--int8-onnx", help="also time this INT8 model (from `fcnseg quantize`)")
+    bench.add_argument("--no-dds", action="store_true", help="skip the node-over-DDS measurement")
+    bench.add_argument("--input-size", type=parse_size, metavar="WxH", help="network input size to time")
+    bench.add_argument("--json", help="write the full report here")
+    bench.set_defaults(func=cmd_bench)
+
+    soak = sub.add_parser("soak", help="overload / long-run test of the node: drops, latency, memory")
+    soak.add_argument("--model", default=str(default_model_path()))
+    soak.add_argument("--backend", default="onnxruntime")
+    soak.add_argument("--image")
+    soak.add_argument("--rate", type=float, default=60.0, help="frames per second to publish")
+    soak.add_argument("--frames", type=int, default=3600)
+    soak.add_argument("--out", default="soak_output")
+    soak.set_defaults(func=cmd_soak)

@@ -1,0 +1,41 @@
+"""The benchmark runs and reports every stage (speed targets live in its report, not in tests)."""
+
+import pytest
+
+from fcn_segmentation.bench import STAGES, format_report, model_gflops, run_bench
+
+
+def test_bench_reports_every_stage_for_cpu_backends(bundled_model, sample_dir):
+    image = sorted((sample_dir / "val").glob("*.png"))[0]
+    report = run_bench(bundled_model, image, frames=2, warmup=1)
+    assert {"onnxruntime-cpu", "torch-cpu"} <= set(report["backends"])
+    for result in report["backends"].values():
+        for stage in STAGES:
+            assert result[stage]["p95"] >= result[stage]["p50"] >= 0
+        assert result["inference"]["p50"] > 0 and result["fps"] > 0
+    assert report["matmul_peak_gflops"] > 0
+    assert "onnxruntime_vs_torch_cpu_speedup" in report
+    text = format_report(report)
+    assert "| onnxruntime-cpu |" in text and "not measured: tensorrt" in text
+
+
+def test_flop_count_of_fcn8s_matches_the_backbone_scale(bundled_model):
+    from fcn_segmentation.model.model_file import load_model_file
+
+    model, _ = load_model_file(bundled_model)
+    # EfficientNet-Lite0 is ~0.4 GFLOPs (multiply-adds x 2 = 0.8 GFLOP) at 224x224; 352x480 is 3.4x the
+    # pixels, plus the FCN head: a few GFLOP, not tens.
+    assert 2.0 < model_gflops(model, 352, 480) < 5.0
+    # Convolutions scale with pixels (sides kept multiples of 32, so no padding changes the count).
+    assert model_gflops(model, 384, 512) == pytest.approx(4 * model_gflops(model, 192, 256), rel=0.02)
+
+
+def test_node_latency_over_dds(bundled_model, sample_dir):
+    pytest.importorskip("rclpy", reason="rclpy is not installed")
+    from fcn_segmentation.data import read_rgb
+    from fcn_segmentation.ros.bench_dds import bench_node_over_dds
+
+    result = bench_node_over_dds(bundled_model, read_rgb(sorted((sample_dir / "val").glob("*.png"))[0]), frames=3)
+    assert result["frames"] == 3 and result["lost"] == 0
+    assert 0 < result["latency"]["p50"] <= result["latency"]["max"]
+    assert int(result["node_diagnostics"]["processed"]) >= 4
