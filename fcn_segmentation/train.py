@@ -86,7 +86,8 @@ def train(args) -> Path:
         logger.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
 
     started = time.time()
-    for epoch in range(start_epoch, args.epochs):
+    last_epoch = min(args.epochs, args.stop_after_epoch or args.epochs)
+    for epoch in range(start_epoch, last_epoch):
         model.train()
         losses = []
         bar = tqdm(batches(dataset, args.batch_size, rng), total=steps_per_epoch,
@@ -114,6 +115,9 @@ def train(args) -> Path:
                     "history": history, "best": best, "rng": rng.getstate(), "dataset_rng": dataset.rng.getstate(),
                     "torch_rng": torch.get_rng_state(), "args": vars(args)}, checkpoint_path)
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    if last_epoch < args.epochs:
+        logger.info("stopped after epoch %d of %d as asked; continue with --resume", last_epoch, args.epochs)
+        return checkpoint_path
 
     info.training = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "epochs": args.epochs,
                      "train_images": len(dataset), "device": str(device),
@@ -153,7 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-split", default="val", help="split to validate on ('' to skip)")
     parser.add_argument("--val-every", type=int, default=5)
     parser.add_argument("--val-limit", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=40, help="length of the poly learning-rate schedule")
+    parser.add_argument("--stop-after-epoch", type=int, help="stop (checkpointed) after this epoch; --resume goes on")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--backbone-lr-mult", type=float, default=0.5)

@@ -5,7 +5,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${FCNSEG_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.fcnseg-installed"
-wanted="$(cat "$root/requirements.txt" "$root/setup.py" | sha256sum | cut -d' ' -f1)"
+wanted="$(cat "$root/requirements.txt" "$root/requirements-core.txt" "$root/setup.py" | sha256sum | cut -d" " -f1)"
 if [ ! -x "$venv/bin/python" ]; then
   echo "creating virtual environment $venv"
   "$python" -m venv "$venv"

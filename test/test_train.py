@@ -1,0 +1,23 @@
+import json
+
+from fcn_segmentation.cli import main
+from fcn_segmentation.model.model_file import load_model_file
+
+
+def test_train_stops_resumes_and_writes_a_model_file(sample_dir, tmp_path):
+    common = ["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "val", "--val-every", "1",
+              "--epochs", "2", "--batch-size", "3", "--input-height", "64", "--input-width", "96",
+              "--crop-height", "64", "--crop-width", "96", "--run-dir", str(tmp_path / "run"),
+              "--out", str(tmp_path / "model.pt"), "--threads", "2"]
+    assert main(common + ["--stop-after-epoch", "1"]) == 0
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "model.pt").exists()
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 1
+    assert main(common + ["--resume"]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(0 <= h["val_miou"] <= 1 for h in history)
+    model, info = load_model_file(tmp_path / "model.pt")
+    assert (info.input_height, info.input_width) == (64, 96)
+    assert info.training["args"]["epochs"] == 2 and len(info.training["history"]) == 2
+    assert info.class_names[0] == "Sky"
