@@ -1,0 +1,120 @@
+"""launch_testing: multi_camera.launch.py starts one node per camera, each answering only on its own
+camera's topics (real DDS). Skipped where launch_testing / launch_ros are not installed."""
+
+import os
+import random
+import time
+import unittest
+from pathlib import Path
+
+import pytest
+
+# Without launch_testing its pytest plugin is absent too and this skips the module as usual.
+launch_testing = pytest.importorskip(
+    "launch_testing", reason="launch_testing is not installed: run in a ROS 2 workspace (docs/launch.md)")
+
+import launch_testing.actions  # noqa: E402
+import launch_testing.asserts  # noqa: E402
+import rclpy  # noqa: E402
+from launch import LaunchDescription  # noqa: E402
+from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+
+from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402
+from fcn_segmentation.ros.client import (  # noqa: E402
+    SegmentationClient, image_msg, publish_until_answered, spin_until, stamp_key)
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMERAS = ("launch_test_front", "launch_test_rear")
+DDS_ENV = {"ROS_DOMAIN_ID": str(random.randint(100, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+
+
+def missing_requirement():
+    """Why the launch cannot run here, or None. Marked rather than skipped at import: the
+    launch_testing plugin imports every test module while collecting, and a module-level skip
+    there skips the whole test directory."""
+    try:
+        import launch_ros  # noqa: F401
+        from ament_index_python.packages import get_package_prefix
+
+        get_package_prefix("fcn_segmentation")  # where launch_ros finds segmentation_node
+    except ImportError as exc:
+        return f"launch_ros is not importable ({exc}); see docs/launch.md"
+    except (LookupError, OSError):  # package not found / AMENT_PREFIX_PATH not set
+        return "fcn_segmentation is not in the ament index (AMENT_PREFIX_PATH): build it with colcon or see " \
+               "docs/launch.md"
+    return None
+
+
+MISSING = missing_requirement()
+
+
+@pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+@pytest.mark.launch_test
+def generate_test_description():
+    # params_file left at its default: the package's seg.yaml, found through the ament index
+    return LaunchDescription([
+        *(SetEnvironmentVariable(name, value) for name, value in DDS_ENV.items()),
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(str(ROOT / "launch" / "multi_camera.launch.py")),
+            launch_arguments={"cameras": ",".join(CAMERAS)}.items()),
+        launch_testing.actions.ReadyToTest(),
+    ])
+
+
+class TestOneNodePerCamera(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.saved_env = {name: os.environ.get(name) for name in DDS_ENV}
+        os.environ.update(DDS_ENV)
+        rclpy.init()
+        cls.executor = SingleThreadedExecutor()
+        cls.clients = {camera: SegmentationClient(f"/{camera}/image_raw", f"/{camera}/segmentation",
+                                                  name=f"{camera}_client") for camera in CAMERAS}
+        for client in cls.clients.values():
+            cls.executor.add_node(client)
+        # Both nodes load their model at once; on a busy CI machine that takes a while.
+        assert spin_until(cls.executor, lambda: all(c.connected() for c in cls.clients.values()), 240), \
+            "the launched nodes never matched the clients"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.executor.shutdown()
+        for client in cls.clients.values():
+            client.destroy_node()
+        rclpy.try_shutdown()
+        for name, value in cls.saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def test_each_camera_has_its_own_node(self):
+        nodes = {("fcn_segmentation", f"/{camera}") for camera in CAMERAS}
+        client = self.clients[CAMERAS[0]]
+        # the node list reaches the graph a little after the topics match
+        self.assertTrue(spin_until(self.executor, lambda: nodes <= set(client.get_node_names_and_namespaces()), 10),
+                        client.get_node_names_and_namespaces())
+        for camera in CAMERAS:
+            subscribers = self.clients[camera].get_subscriptions_info_by_topic(f"/{camera}/image_raw")
+            self.assertEqual([sub.node_namespace for sub in subscribers], [f"/{camera}"])
+
+    def test_each_node_answers_its_own_camera_only(self):
+        rgb = read_rgb(split_pairs(ROOT / "sample" / "camvid_sample", "val")[0][0])
+        for camera, client in self.clients.items():
+            msg = image_msg(rgb, "rgb8", time.time_ns(), f"{camera}_optical_frame")
+            self.assertTrue(publish_until_answered(self.executor, client, msg), f"no class mask from {camera}")
+            mask = client.received[stamp_key(msg.header)].outputs["class_mask"]
+            self.assertEqual((mask.header.frame_id, mask.height, mask.width), (msg.header.frame_id, *rgb.shape[:2]))
+            for other in set(CAMERAS) - {camera}:
+                self.assertNotIn(stamp_key(msg.header), self.clients[other].received)
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_nodes_exit_cleanly(self, proc_info, proc_output):
+        launch_testing.asserts.assertExitCodes(proc_info)
+        self.assertEqual(len(proc_info.process_names()), len(CAMERAS))
+        for output in proc_output:
+            self.assertNotIn(b"Traceback", output.text)

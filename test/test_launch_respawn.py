@@ -1,0 +1,59 @@
+"""launch_testing: with respawn:=true a node that exits (here: a startup error, a missing model) is
+started again. Skipped where launch_testing / launch_ros are not installed."""
+
+import re
+import unittest
+from pathlib import Path
+
+import pytest
+
+# Without launch_testing its pytest plugin is absent too and this skips the module as usual.
+launch_testing = pytest.importorskip(
+    "launch_testing", reason="launch_testing is not installed: run in a ROS 2 workspace (docs/launch.md)")
+
+import launch_testing.actions  # noqa: E402
+from launch import LaunchDescription  # noqa: E402
+from launch.actions import IncludeLaunchDescription  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MISSING_MODEL = "/nonexistent/launch_test_model.pt"
+
+
+def missing_requirement():
+    """Why the launch cannot run here, or None. Marked rather than skipped at import: the
+    launch_testing plugin imports every test module while collecting, and a module-level skip
+    there skips the whole test directory."""
+    try:
+        import launch_ros  # noqa: F401
+        from ament_index_python.packages import get_package_prefix
+
+        get_package_prefix("fcn_segmentation")  # where launch_ros finds segmentation_node
+    except ImportError as exc:
+        return f"launch_ros is not importable ({exc}); see docs/launch.md"
+    except (LookupError, OSError):  # package not found / AMENT_PREFIX_PATH not set
+        return "fcn_segmentation is not in the ament index (AMENT_PREFIX_PATH): build it with colcon or see " \
+               "docs/launch.md"
+    return None
+
+
+MISSING = missing_requirement()
+
+
+@pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+@pytest.mark.launch_test
+def generate_test_description():
+    # No DDS traffic: the node stops before it creates its publishers.
+    return LaunchDescription([
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(str(ROOT / "launch" / "seg.launch.py")),
+            launch_arguments={"camera": "launch_test_respawn", "model_path": MISSING_MODEL,
+                              "respawn": "true", "respawn_delay": "0.5"}.items()),
+        launch_testing.actions.ReadyToTest(),
+    ])
+
+
+class TestRespawn(unittest.TestCase):
+    def test_the_node_is_started_again_after_it_exits(self, proc_output):
+        error = re.escape(f"startup error: model file {MISSING_MODEL}")
+        proc_output.assertWaitFor(re.compile(f"{error}.*{error}", re.DOTALL), timeout=180, stream="stderr")
