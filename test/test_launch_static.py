@@ -132,6 +132,14 @@ def test_every_params_file_parameter_is_declared_by_the_node_with_its_type(node_
                 assert type(value) is type(default) or numeric, f"{path.name}: '{name}' should be a {type(default)}"
 
 
+def test_default_params_file_lists_every_node_parameter_with_its_default(node_parameters):
+    parameters = yaml.safe_load((ROOT / "config" / "seg.yaml").read_text())[PACKAGE]["ros__parameters"]
+    missing = sorted(set(node_parameters) - set(parameters))
+    assert not missing, f"config/seg.yaml lacks {missing}"
+    for name, (default, *_rest) in node_parameters.items():
+        assert parameters[name] == default, f"seg.yaml's {name} = {parameters[name]!r}, the node's default is {default!r}"
+
+
 def test_every_parameter_the_launch_file_sets_is_declared_by_the_node(node_parameters):
     set_by_launch = assigned_constant(SEG_LAUNCH, "PARAMETER_ARGUMENTS")
     assert set_by_launch

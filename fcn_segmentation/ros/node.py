@@ -331,7 +331,7 @@ class SegmentationNode(Node):
         snap = self.stats.snapshot()
         info = self.segmenter.info
         status = DiagnosticStatus()
-        status.name = f"{self.get_name()}: segmentation"
+        status.name = f"{self.get_fully_qualified_name()}: segmentation"  # unique per camera
         status.hardware_id = self.segmenter.backend.describe()
         if snap["failed"]:
             status.level, status.message = DiagnosticStatus.WARN, f"{snap['failed']} frames failed: {self.stats.last_error}"
