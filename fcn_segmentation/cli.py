@@ -1,4 +1,4 @@
-"""``fcnseg``: train, evaluate, export, predict and demo from the command line."""
+"""``fcnseg``: train, evaluate, export, predict, demo, make-bag and replay from the command line."""
 
 import argparse
 import json
@@ -132,14 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_arguments(predict)
     predict.set_defaults(func=cmd_predict)
 
-    demo = sub.add_parser("demo", help="start the node, stream the bundled sample over DDS, save what comes back")
-    demo.add_argument("--data", default=str(default_sample_dir()), help="CamVid-layout folder with a val split")
+    demo = sub.add_parser("demo", help="start the node, replay the bundled sample bag over DDS, save what comes back")
+    demo.add_argument("--bag", help="bag to replay (default: sample/camvid_val_sample.mcap)")
+    demo.add_argument("--data", help="replay this CamVid-layout folder instead (made into a bag first)")
     demo.add_argument("--split", default="val")
     demo.add_argument("--out", default="demo_output")
-    demo.add_argument("--rate", type=float, default=5.0, help="frames per second to publish")
+    demo.add_argument("--rate", type=float, default=1.0, help="playback speed factor on the bag's timing")
     demo.add_argument("--timeout", type=float, default=120.0)
     _add_backend_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+    from .bags_cli import add_bag_commands
+    add_bag_commands(sub)
     return parser
 
 

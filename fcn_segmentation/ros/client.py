@@ -123,6 +123,18 @@ class SegmentationClient(Node):
             self.sent_at[stamp_key(msg.header)] = time.monotonic()
         self.image_pub.publish(msg)
 
+    def publish_serialized(self, data: bytes, key: Tuple[int, int]) -> None:
+        """Publish a message serialized already (CDR from a bag, as ``ros2 bag play`` does)."""
+        with self.lock:
+            self.sent_at[key] = time.monotonic()
+        self.image_pub.publish(data)
+
+    def take(self, key) -> Tuple[Optional[Received], Optional[float]]:
+        """Remove and return what came back for ``key`` and when it was sent, so long replays do
+        not keep every mask in memory."""
+        with self.lock:
+            return self.received.pop(key, None), self.sent_at.pop(key, None)
+
     def complete(self, key, outputs: Sequence[str]) -> bool:
         with self.lock:
             entry = self.received.get(key)

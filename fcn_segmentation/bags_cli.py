@@ -1,0 +1,126 @@
+"""``fcnseg make-bag`` and ``fcnseg replay``: rosbag2 files of a CamVid-layout split, and the
+evaluation of the node (over DDS) or the core (offline) on any bag with camera images."""
+
+import sys
+from pathlib import Path
+
+from .bags import CAMERA_INFO_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, STORAGE_SUFFIXES, BagError, CameraModel
+from .defaults import default_model_path
+
+RECORD_NAME = "outputs.mcap"
+
+
+def add_bag_commands(subparsers) -> None:
+    from .backends import BACKEND_NAMES
+
+    make = subparsers.add_parser(
+        "make-bag", help="write a CamVid-layout split as a rosbag2 (images, CameraInfo, labels)",
+        description=f"Writes {IMAGE_TOPIC} (sensor_msgs/Image), {CAMERA_INFO_TOPIC} (pinhole, plumb_bob, no "
+                    f"distortion) and, where labels exist, {LABELS_TOPIC} (mono8 class ids), one frame every "
+                    "1/rate seconds in header stamps and bag time. An --out ending in .mcap or .db3 is one file; "
+                    "any other name is a rosbag2 folder.")
+    make.add_argument("--data", required=True, help="CamVid-layout folder (<split>/ and <split>annot/)")
+    make.add_argument("--split", default="val")
+    make.add_argument("--out", required=True, help="bag to create (must not exist)")
+    make.add_argument("--format", choices=tuple(STORAGE_SUFFIXES), help="storage (default: from the suffix, else mcap)")
+    make.add_argument("--rate", type=float, default=2.0, help="frames per second (default 2)")
+    make.add_argument("--limit", type=int, help="only the first N frames")
+    make.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8")
+    defaults = CameraModel()
+    make.add_argument("--fx", type=float, default=defaults.fx, help=f"focal length in px (default {defaults.fx:g})")
+    make.add_argument("--fy", type=float, default=defaults.fy, help=f"focal length in px (default {defaults.fy:g})")
+    make.add_argument("--cx", type=float, help="principal point in px (default: image centre, 240 for CamVid)")
+    make.add_argument("--cy", type=float, help="principal point in px (default: image centre, 180 for CamVid)")
+    make.add_argument("--frame-id", default=defaults.frame_id)
+    make.set_defaults(func=cmd_make_bag)
+
+    replay = subparsers.add_parser(
+        "replay", help="play a bag to the node over DDS (or the core offline) and report latency and IoU",
+        description="Plays the bag's camera images in real time (times --rate) to a segmentation node started "
+                    "for the purpose, matches its class masks to the bag's labels by header stamp and writes "
+                    "report.json, report.md and plots to --out.")
+    replay.add_argument("bag", help="rosbag2 folder, .mcap or .db3 file")
+    replay.add_argument("--out", required=True, help="report folder")
+    replay.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1: the bag's timing)")
+    replay.add_argument("--topic", help="image topic, sensor_msgs/Image or CompressedImage (default: auto-detect)")
+    replay.add_argument("--labels-topic", help="mono8 ground truth (default: the image topic named like 'labels')")
+    replay.add_argument("--limit", type=int, help="only the first N frames")
+    replay.add_argument("--record", nargs="?", const="", metavar="OUT_BAG",
+                        help=f"record the node's outputs into this bag (default name: --out/{RECORD_NAME})")
+    replay.add_argument("--prefix", default="", help="publish the bag's topics under this namespace")
+    replay.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="a parameter of the node, e.g. qos_reliability:=reliable (repeatable)")
+    replay.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node")
+    mode = replay.add_mutually_exclusive_group()
+    mode.add_argument("--offline", action="store_true", help="run the frames through the core, without DDS")
+    mode.add_argument("--compare", action="store_true", help="run over DDS, then offline, and report both")
+    replay.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    replay.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
+    replay.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    replay.set_defaults(func=cmd_replay)
+
+
+def cmd_make_bag(args) -> int:
+    from .bags import write_dataset_bag
+
+    camera = CameraModel(args.fx, args.fy, args.cx, args.cy, args.frame_id)
+    try:
+        count = write_dataset_bag(args.data, args.split, args.out, args.format, args.rate, args.limit,
+                                  args.encoding, camera)
+    except BagError as exc:
+        print(f"fcnseg make-bag: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} frames at {args.rate:g} Hz to {args.out}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .replay_report import ReplayError, format_summary, write_report
+
+    out = Path(args.out)
+    if args.offline and args.record is not None:
+        print("fcnseg replay: error: --record records the node's outputs; it needs a DDS run (drop --offline)",
+              file=sys.stderr)
+        return 2
+    record = None if args.record is None else Path(args.record or out / RECORD_NAME)
+    if any(":=" not in item for item in args.node_param):
+        print("fcnseg replay: error: --node-param takes NAME:=VALUE", file=sys.stderr)
+        return 2
+    node_params = dict(item.split(":=", 1) for item in args.node_param)
+    try:
+        if args.offline:
+            summary, report = _offline(args)
+            offline = None
+        else:
+            from .model.model_file import load_model_file
+            from .ros.replay import ReplayOptions, replay_over_dds
+
+            _, info = load_model_file(args.model)  # fail here, with the loader's message, before DDS starts
+            options = ReplayOptions(Path(args.bag), out, str(args.model), args.backend, args.device, args.topic,
+                                    args.labels_topic, args.rate, args.limit, args.timeout, args.prefix,
+                                    node_params, record=record)
+            summary, report = replay_over_dds(options, info)
+            offline = _offline(args)[0] if args.compare else None
+    except (BagError, ReplayError) as exc:
+        print(f"fcnseg replay: error: {exc}", file=sys.stderr)
+        return 2
+    path = write_report(out, summary, report, offline)
+    for run in (summary, offline):
+        if run:
+            print(format_summary(run))
+    print(f"report: {path}" + (f"\nnode outputs recorded in {record}" if record else ""))
+    node_failed = summary["node_exit_code"] not in (None, 0)
+    if node_failed:
+        print(f"error: the node exited with code {summary['node_exit_code']}; see {summary['node_log']}",
+              file=sys.stderr)
+    return 1 if node_failed or not summary["frames_received"] else 0
+
+
+def _offline(args, **context):
+    from .backends import create_backend
+    from .pipeline import Segmenter
+    from .replay_report import replay_offline
+
+    backend, _ = create_backend(args.backend, args.model, device=args.device)
+    return replay_offline(args.bag, Segmenter(backend), args.topic, args.labels_topic, args.limit,
+                          model=str(args.model), **context)

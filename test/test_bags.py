@@ -1,0 +1,165 @@
+"""rosbag2 writing and reading with rosbags (no ROS): make-bag round trips, topic choice, errors."""
+
+import numpy as np
+import pytest
+
+from fcn_segmentation.bags import (BagError, BagReader, BagWriter, CameraModel, message_to_label, message_to_rgb,
+                                   stamp_ns)
+from fcn_segmentation.cli import main
+from fcn_segmentation.data import read_label, read_rgb, split_pairs
+
+
+@pytest.mark.parametrize("name,extra,encoding", [
+    ("sample.mcap", [], "rgb8"),                          # one MCAP file
+    ("sample_db3", ["--format", "sqlite3"], "bgr8"),      # a rosbag2 folder with a .db3
+])
+def test_make_bag_holds_the_frames_labels_and_camera_info_at_the_given_rate(sample_dir, tmp_path, name, extra,
+                                                                             encoding):
+    bag_path = tmp_path / name
+    code = main(["make-bag", "--data", str(sample_dir), "--split", "val", "--out", str(bag_path), "--rate", "4",
+                 "--limit", "3", "--encoding", encoding, "--fx", "480", "--cy", "170"] + extra)
+    assert code == 0
+    assert bag_path.is_file() == name.endswith(".mcap")
+    pairs = split_pairs(sample_dir, "val")[:3]
+    with BagReader(bag_path) as bag:
+        assert bag.topics == {"/camera/camera_info": ("sensor_msgs/msg/CameraInfo", 3),
+                              "/camera/image_raw": ("sensor_msgs/msg/Image", 3),
+                              "/camera/labels": ("sensor_msgs/msg/Image", 3)}
+        choice = bag.choose_topics()
+        assert (choice.image, choice.labels, choice.camera_info) == ("/camera/image_raw", "/camera/labels",
+                                                                     "/camera/camera_info")
+        messages = list(bag.messages(choice))
+    images = [m for m in messages if m.kind == "image"]
+    labels = [m for m in messages if m.kind == "labels"]
+    infos = [m for m in messages if m.kind == "camera_info"]
+    assert [m.msg.encoding for m in images] == [encoding] * 3
+    for (image_path, label_path), image, label in zip(pairs, images, labels):
+        np.testing.assert_array_equal(message_to_rgb(image), read_rgb(image_path))
+        np.testing.assert_array_equal(message_to_label(label), read_label(label_path, 256))  # void (11) kept
+    stamps = [stamp_ns(m.msg) for m in images]
+    assert np.diff(stamps).tolist() == [250_000_000, 250_000_000]
+    assert [m.bag_time_ns for m in images] == stamps
+    assert [stamp_ns(m.msg) for m in labels] == [stamp_ns(m.msg) for m in infos] == stamps
+    info = infos[0].msg
+    assert (info.width, info.height, info.distortion_model, info.header.frame_id) == (
+        480, 360, "plumb_bob", "camera_optical_frame")
+    np.testing.assert_allclose(info.k, [480, 0, 240, 0, 500, 170, 0, 0, 1])
+    np.testing.assert_allclose(info.d, 0)
+
+
+def _foreign_bag(path, topics):
+    """A bag as another recorder would write it: topic name -> kind (raw, compressed, info, other)."""
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    with BagWriter(path) as bag:
+        for index in range(2):
+            stamp = 5_000_000_000 + index * 100_000_000
+            for topic, kind in topics.items():
+                if kind == "raw":
+                    bag.write(topic, bag.image(rgb, "rgb8", stamp, "cam"), stamp)
+                elif kind == "compressed":
+                    bag.write(topic, bag.compressed_image(rgb, "jpeg", stamp, "cam"), stamp)
+                elif kind == "info":
+                    bag.write(topic, bag.camera_info(CameraModel(), 32, 24, stamp), stamp)
+                else:
+                    types = bag.typestore.types
+                    bag.write(topic, types["std_msgs/msg/String"](data="hello"), stamp)
+
+
+def test_the_camera_topic_is_found_among_others_and_its_compressed_twin(tmp_path):
+    path = tmp_path / "robot.mcap"
+    _foreign_bag(path, {"/front/image_rect": "raw", "/front/image_rect/compressed": "compressed",
+                        "/front/depth/image": "raw", "/front/segmentation/class_mask": "raw",
+                        "/front/camera_info": "info", "/rosout_text": "other"})
+    with BagReader(path) as bag:
+        choice = bag.choose_topics()
+        assert (choice.image, choice.labels, choice.camera_info) == ("/front/image_rect", None, "/front/camera_info")
+        compressed = bag.choose_topics("/front/image_rect/compressed")
+        assert (compressed.image_type, compressed.camera_info) == ("sensor_msgs/msg/CompressedImage",
+                                                                   "/front/camera_info")
+        first = next(bag.messages(compressed, kinds=("image",)))
+        assert message_to_rgb(first).shape == (24, 32, 3)
+
+
+def test_two_cameras_need_a_topic_and_the_error_lists_what_is_there(tmp_path):
+    path = tmp_path / "stereo.mcap"
+    _foreign_bag(path, {"/left/image_raw": "raw", "/right/image_raw": "compressed"})
+    with BagReader(path) as bag, pytest.raises(BagError) as error:
+        bag.choose_topics()
+    message = str(error.value)
+    assert "several image topics" in message and "--topic" in message
+    assert "/right/image_raw (sensor_msgs/msg/CompressedImage, 2 msgs)" in message
+
+
+def test_replay_of_a_missing_topic_names_the_topics_found(sample_dir, tmp_path, capsys):
+    path = tmp_path / "robot.mcap"
+    _foreign_bag(path, {"/front/image_rect": "raw", "/front/camera_info": "info"})
+    code = main(["replay", str(path), "--out", str(tmp_path / "report"), "--topic", "/camera/image_raw"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "image topic /camera/image_raw is not in" in err
+    assert "/front/image_rect (sensor_msgs/msg/Image, 2 msgs)" in err
+    assert "/front/camera_info (sensor_msgs/msg/CameraInfo, 2 msgs)" in err
+    assert "Traceback" not in err
+    code = main(["replay", str(path), "--out", str(tmp_path / "report"), "--topic", "/front/camera_info"])
+    assert code == 2 and "has type sensor_msgs/msg/CameraInfo" in capsys.readouterr().err
+
+
+def _truncated_mcap(sample_dir, tmp_path):
+    path = tmp_path / "cut.mcap"
+    assert main(["make-bag", "--data", str(sample_dir), "--out", str(path), "--limit", "2"]) == 0
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _truncated_db3_folder(sample_dir, tmp_path):
+    path = tmp_path / "cut_db3"
+    assert main(["make-bag", "--data", str(sample_dir), "--out", str(path), "--format", "sqlite3", "--limit", "2"]) == 0
+    (db3,) = path.glob("*.db3")
+    db3.write_bytes(db3.read_bytes()[: db3.stat().st_size // 3])
+    return path
+
+
+def _corrupt_chunk_mcap(sample_dir, tmp_path):
+    path = tmp_path / "flipped.mcap"
+    assert main(["make-bag", "--data", str(sample_dir), "--out", str(path), "--limit", "2"]) == 0
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 3
+    data[middle:middle + 2000] = bytes(b ^ 0x5A for b in data[middle:middle + 2000])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("make_bad_bag,message,mode", [
+    (_truncated_mcap, "cannot open bag", "--offline"),
+    (_truncated_mcap, "cannot open bag", "--rate=1"),  # over DDS: found before the node starts
+    (_truncated_db3_folder, "cannot open bag", "--offline"),
+    (_corrupt_chunk_mcap, "is damaged or truncated", "--offline"),  # opens, fails while reading
+])
+def test_a_damaged_bag_is_a_clear_error_not_a_traceback(sample_dir, tmp_path, capsys, make_bad_bag, message, mode):
+    path = make_bad_bag(sample_dir, tmp_path)
+    code = main(["replay", str(path), "--out", str(tmp_path / "report"), mode])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "fcnseg replay: error: " in err and message in err
+    assert "Traceback" not in err
+
+
+def test_a_missing_bag_and_an_existing_output_are_errors(tmp_path, sample_dir, capsys):
+    assert main(["replay", str(tmp_path / "nope.mcap"), "--out", str(tmp_path / "r"), "--offline"]) == 2
+    assert "bag " + str(tmp_path / "nope.mcap") + " does not exist" in capsys.readouterr().err
+    existing = tmp_path / "there.mcap"
+    existing.write_bytes(b"")
+    assert main(["make-bag", "--data", str(sample_dir), "--out", str(existing)]) == 2
+    assert "exists already" in capsys.readouterr().err
+
+
+def test_restamped_camera_info_changes_the_stamp_only(tmp_path):
+    path = tmp_path / "info.mcap"
+    _foreign_bag(path, {"/cam/image_raw": "raw", "/cam/camera_info": "info"})
+    with BagReader(path) as bag:
+        choice = bag.choose_topics()
+        info = next(bag.messages(choice, kinds=("camera_info",)))
+        again = bag.typestore.deserialize_cdr(bag.restamped_cdr(info, 7_000_000_123), info.msgtype)
+    assert (again.header.stamp.sec, again.header.stamp.nanosec) == (7, 123)
+    assert again.header.frame_id == info.msg.header.frame_id
+    np.testing.assert_array_equal(again.k, info.msg.k)
