@@ -14,6 +14,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml")),
         ("share/" + package_name + "/models", glob("models/*.pt") + glob("models/*.md")),
+        ("share/" + package_name + "/sample", glob("sample/*.mcap") + glob("sample/*.md")),
         ("share/" + package_name + "/sample/camvid_sample/val", glob("sample/camvid_sample/val/*.png")),
         ("share/" + package_name + "/sample/camvid_sample/valannot", glob("sample/camvid_sample/valannot/*.png")),
     ],

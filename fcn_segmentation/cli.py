@@ -22,7 +22,8 @@ def _segmenter(args):
     from .backends import create_backend
     from .pipeline import Segmenter
 
-    backend, skipped = create_backend(args.backend, args.model, device=args.device)
+    backend, skipped = create_backend(args.backend, args.model, device=args.device,
+                                      input_size=getattr(args, "input_size", None))
     for reason in skipped:
         logger.info("backend not used: %s", reason)
     logger.info("backend: %s", backend.describe())
@@ -30,7 +31,7 @@ def _segmenter(args):
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_split, write_report
+    from .evaluate import evaluate_split, save_examples, write_report
 
     segmenter = _segmenter(args)
     summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit)
@@ -38,8 +39,12 @@ def cmd_evaluate(args) -> int:
     if args.json:
         png = write_report(summary, args.json, segmenter.info.class_names)
         logger.info("wrote %s and %s", args.json, png)
-    print(f"{args.split}: {summary['num_images']} images, mIoU {summary['miou']:.4f}, "
-          f"pixel accuracy {summary['pixel_accuracy']:.4f}")
+    if args.examples:
+        logger.info("wrote %s", save_examples(segmenter, args.data, args.split, args.examples))
+    width, height = summary["image_size"]
+    print(f"{args.split}: {summary['num_images']} images, mIoU {summary['miou']:.4f} at {width}x{height}, "
+          f"{summary['miou_at_network_size']:.4f} at the network's {segmenter.info.input_width}x"
+          f"{segmenter.info.input_height}; pixel accuracy {summary['pixel_accuracy']:.4f}")
     for name, iou in summary["per_class_iou"].items():
         print(f"  {name:<12} {'n/a' if iou is None else f'{iou:.4f}'}")
     return 0
@@ -98,6 +103,17 @@ def _add_backend_arguments(parser):
     parser.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
     parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--input-size", type=parse_size, metavar="WxH",
+                        help="run the network at this size (multiples of 32) instead of the model's")
+
+
+def parse_size(text: str):
+    """'480x352' -> (352, 480) as (height, width)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 480x352, got {text!r}") from None
+    return height, width
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("train", "val", "test"), default="val")
     evaluate.add_argument("--json", help="write the summary here (and a PNG beside it)")
     evaluate.add_argument("--limit", type=int, help="only the first N images")
+    evaluate.add_argument("--examples", help="also write a PNG of predictions on a few frames here")
     _add_backend_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -143,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from .bags_cli import add_bag_commands
+    from .perf_cli import add_perf_commands
     add_bag_commands(sub)
+    add_perf_commands(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from fcn_segmentation.cli import main
 def test_evaluate_writes_json_and_plot_on_a_camvid_layout_folder(sample_dir, bundled_model, tmp_path, capsys):
     out = tmp_path / "val.json"
     assert main(["evaluate", "--data", str(sample_dir), "--split", "val", "--model", str(bundled_model),
-                 "--json", str(out)]) == 0
+                 "--json", str(out), "--examples", str(tmp_path / "examples.png")]) == 0
     report = json.loads(out.read_text())
     assert report["num_images"] == 6
     assert set(report["per_class_iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
@@ -20,6 +20,7 @@ def test_evaluate_writes_json_and_plot_on_a_camvid_layout_folder(sample_dir, bun
     assert 0.5 < report["miou_at_network_size"] <= 1.0
     assert np.asarray(report["confusion_matrix"]).shape == (11, 11)
     assert (tmp_path / "val.png").stat().st_size > 10_000
+    assert cv2.imread(str(tmp_path / "examples.png")).shape[1] > 800
     assert "mIoU" in capsys.readouterr().out
 
 

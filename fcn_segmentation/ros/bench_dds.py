@@ -39,7 +39,7 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
             msg = image_msg(rgb, "bgr8", start + index * 1_000_000, "bench")
             key = stamp_key(msg.header)
             client.publish(msg)
-            if spin_until(executor, lambda: client.complete(key, ("class_mask",)), 10.0, step=0.001):
+            if spin_until(executor, lambda: client.complete(key, ("class_mask",)), 10.0):
                 latencies.append(client.latency_ms(key))
         spin_until(executor, lambda: False, 1.5)
         node_stats = client.last_diagnostic_values()

@@ -64,6 +64,8 @@ PARAMETERS = {
     "qos_reliability": ("best_effort", "reliability of the image and camera_info subscriptions", False,
                         _choice(*RELIABILITY)),
     "qos_depth": (1, "history depth of the image subscription", False, _at_least(1)),
+    "output_qos_depth": (5, "history depth of the reliable output publishers: room to resend a lost "
+                         "fragment of a large mask before the next frame replaces it", False, _at_least(1)),
     "publish_class_mask": (True, "publish segmentation/class_mask (mono8 class ids)", True, None),
     "publish_color_mask": (True, "publish segmentation/color_mask (rgb8 palette)", True, None),
     "publish_overlay": (True, "publish segmentation/overlay while it has subscribers", True, None),
@@ -155,7 +157,8 @@ class SegmentationNode(Node):
                                   self.config["grid_width"])
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        out_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        out_qos = QoSProfile(depth=self.config["output_qos_depth"], reliability=ReliabilityPolicy.RELIABLE,
+                             history=HistoryPolicy.KEEP_LAST)
         self.class_mask_pub = self.create_publisher(Image, "segmentation/class_mask", out_qos)
         self.color_mask_pub = self.create_publisher(Image, "segmentation/color_mask", out_qos)
         self.overlay_pub = self.create_publisher(Image, "segmentation/overlay", out_qos)
@@ -256,24 +259,28 @@ class SegmentationNode(Node):
         result = self.segmenter(rgb, with_confidence=want_confidence)
         t2 = time.perf_counter()
         header = msg.header
-        if config["publish_class_mask"]:
+        # Every output is built only while someone subscribes: an unused one costs nothing.
+        if config["publish_class_mask"] and self.class_mask_pub.get_subscription_count():
             self.class_mask_pub.publish(array_to_image(result.classes, "mono8", header))
-        if config["publish_color_mask"] or want_overlay:
+        want_colors = config["publish_color_mask"] and self.color_mask_pub.get_subscription_count() > 0
+        if want_colors or want_overlay:
             colors = self.segmenter.colorize(result.classes)
-            if config["publish_color_mask"]:
+            if want_colors:
                 self.color_mask_pub.publish(array_to_image(colors, "rgb8", header))
             if want_overlay:
                 self.overlay_pub.publish(array_to_image(overlay(rgb, colors, config["overlay_alpha"]), "rgb8", header))
         if want_confidence:
             self.confidence_pub.publish(array_to_image(result.confidence, "mono8", header))
         t3 = time.perf_counter()
-        if config["publish_drivable_mask"] or config["publish_drivable_grid"]:
-            self._publish_drivable(result.classes, header)
+        want_mask = config["publish_drivable_mask"] and self.drivable_mask_pub.get_subscription_count() > 0
+        want_grid = config["publish_drivable_grid"] and self.drivable_grid_pub.get_subscription_count() > 0
+        if want_mask or want_grid:
+            self._publish_drivable(result.classes, header, want_mask, want_grid)
         t4 = time.perf_counter()
         stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3, drivable=(t4 - t3) * 1e3)
         self.stats.record((time.monotonic() - received) * 1e3, stages)
 
-    def _publish_drivable(self, classes: np.ndarray, header) -> None:
+    def _publish_drivable(self, classes: np.ndarray, header, want_mask: bool, want_grid: bool) -> None:
         config = self.config
         cleaning = None if config["drivable_mask_mode"] == "raw" else MaskCleaning(
             close_kernel_px=config["drivable_close_kernel_px"], min_region_px=config["drivable_min_region_px"],
@@ -281,9 +288,9 @@ class SegmentationNode(Node):
             ego_zone_height=config["ego_zone_height"])
         ids = class_ids(config["drivable_classes"], self.segmenter.info.class_names)
         mask = drivable_mask(classes, ids, cleaning)
-        if config["publish_drivable_mask"]:
+        if want_mask:
             self.drivable_mask_pub.publish(array_to_image(mask, "mono8", header))
-        projector = self._projector_for(mask.shape) if config["publish_drivable_grid"] else None
+        projector = self._projector_for(mask.shape) if want_grid else None
         if projector is not None:
             self.drivable_grid_pub.publish(self._grid_message(projector.grid_values(mask), header))
 
