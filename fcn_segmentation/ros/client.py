@@ -15,6 +15,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CompressedImage, Image
 
 from ..frames import decode_raw, encode_raw
@@ -84,8 +85,15 @@ def image_to_array(msg: Image) -> np.ndarray:
     return rgb[:, :, 0].copy() if msg.encoding == "mono8" else np.array(rgb)
 
 
+# Outputs outside segmentation/: name -> (topic relative to the camera namespace, message type).
+DRIVABLE_OUTPUTS = {"drivable_mask": ("drivable_area/mask", Image),
+                    "drivable_grid": ("drivable_area/grid", OccupancyGrid)}
+
+
 class SegmentationClient(Node):
-    """Publishes frames to the node and records what it sends back, keyed by header stamp."""
+    """Publishes frames to the node and records what it sends back, keyed by header stamp.
+    ``outputs`` names topics under ``output_namespace`` (class_mask, color_mask, ...) or
+    drivable_mask / drivable_grid, which live beside it under drivable_area/."""
 
     def __init__(self, image_topic: str, output_namespace: str = "segmentation",
                  outputs: Sequence[str] = ("class_mask",), compressed: bool = False,
@@ -97,10 +105,15 @@ class SegmentationClient(Node):
         self.received: Dict[Tuple[int, int], Received] = {}
         self.sent_at: Dict[Tuple[int, int], float] = {}
         self.diagnostics: List[DiagnosticArray] = []
+        camera_namespace = output_namespace.rsplit("/", 1)[0] if "/" in output_namespace else ""
+        self.output_topics = {}
+        for name in outputs:
+            relative, msg_type = DRIVABLE_OUTPUTS.get(name, (None, Image))
+            topic = f"{camera_namespace}/{relative}" if relative else f"{output_namespace}/{name}"
+            self.output_topics[name] = (topic, msg_type)
         self.output_subs = [
-            self.create_subscription(Image, f"{output_namespace}/{name}",
-                                     lambda msg, name=name: self._on_output(name, msg), qos)
-            for name in outputs]
+            self.create_subscription(msg_type, topic, lambda msg, name=name: self._on_output(name, msg), qos)
+            for name, (topic, msg_type) in self.output_topics.items()]
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_output(self, name: str, msg: Image) -> None:

@@ -7,16 +7,18 @@ import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ..bags import BagError, write_dataset_bag
 from ..defaults import default_sample_dir
 from ..model.model_file import load_model_file
 from ..replay_report import ReplayError, format_summary, write_report
+from ..drivable import grid_image
 from .client import Received, image_to_array
 from .replay import ReplayOptions, replay_over_dds
 
 SAMPLE_BAG_NAME = "camvid_val_sample.mcap"
-OUTPUTS = ("class_mask", "color_mask", "overlay")
+OUTPUTS = ("class_mask", "color_mask", "overlay", "drivable_grid")
 
 
 def default_sample_bag() -> Path:
@@ -24,10 +26,26 @@ def default_sample_bag() -> Path:
 
 
 def save_outputs(out: Path, index: int, entry: Received) -> None:
-    for name, msg in entry.outputs.items():
-        array = image_to_array(msg)
+    images = {name: image_to_array(msg) for name, msg in entry.outputs.items() if name != "drivable_grid"}
+    for name, array in images.items():
         cv2.imwrite(str(out / f"frame_{index:03d}_{name}.png"),
                     array if array.ndim == 2 else cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
+    grid = entry.outputs.get("drivable_grid")
+    if grid is not None and "overlay" in images:
+        cv2.imwrite(str(out / f"frame_{index:03d}_overlay_grid.png"),
+                    cv2.cvtColor(overlay_beside_grid(images["overlay"], grid), cv2.COLOR_RGB2BGR))
+
+
+def overlay_beside_grid(overlay: np.ndarray, grid) -> np.ndarray:
+    """The overlay and the bird's-eye occupancy grid (forward up; free green, occupied red,
+    unknown grey) side by side at the same height."""
+    values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    picture = grid_image(values, pixels_per_cell=1)
+    height = overlay.shape[0]
+    picture = cv2.resize(picture, (max(1, round(picture.shape[1] * height / picture.shape[0])), height),
+                         interpolation=cv2.INTER_NEAREST)
+    gap = np.full((height, 8, 3), 255, np.uint8)
+    return np.concatenate([overlay, gap, picture], axis=1)
 
 
 def run_demo(args) -> int:
@@ -56,7 +74,7 @@ def run_demo(args) -> int:
         print(f"node: backend {diag.get('backend')}, {diag.get('processed')} processed, "
               f"{diag.get('dropped')} dropped, {diag.get('rejected')} rejected, "
               f"in-node latency p50 {diag.get('latency_p50_ms')} ms")
-    print(f"masks, colour masks and overlays: {out}/frame_*.png  report: {path}")
+    print(f"masks, colour masks, overlays and overlay + drivable grid: {out}/frame_*.png  report: {path}")
     if summary["node_exit_code"] != 0:
         print(f"error: the node exited with code {summary['node_exit_code']}; see {summary['node_log']}")
     lost = summary["frames_dropped"] > 0 or summary["frames_received"] == 0

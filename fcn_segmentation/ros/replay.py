@@ -235,8 +235,9 @@ class DdsReplay:
                 self.options.on_output(prediction.index, entry)
             if self.recorder is not None:
                 for name, msg in entry.outputs.items():
-                    self.recorder.write_cdr(f"{self.namespace}/segmentation/{name}", IMAGE,
-                                            (entry.times[name] + self.wall_minus_monotonic) * 1e9,
+                    topic, msg_type = client.output_topics[name]
+                    type_name = "nav_msgs/msg/OccupancyGrid" if msg_type is not Image else IMAGE
+                    self.recorder.write_cdr(topic, type_name, (entry.times[name] + self.wall_minus_monotonic) * 1e9,
                                             serialize_message(msg))
             self.matcher.add_prediction(prediction)
         if not final:
