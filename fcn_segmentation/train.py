@@ -85,7 +85,7 @@ def train(args) -> Path:
         torch.set_rng_state(state["torch_rng"])
         logger.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
 
-    started = time.time()
+    started = time.time() - (history[-1]["elapsed_s"] if history else 0.0)  # elapsed counts across resumes
     last_epoch = min(args.epochs, args.stop_after_epoch or args.epochs)
     for epoch in range(start_epoch, last_epoch):
         model.train()

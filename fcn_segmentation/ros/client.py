@@ -106,6 +106,7 @@ class SegmentationClient(Node):
         self.sent_at: Dict[Tuple[int, int], float] = {}
         self.diagnostics: List[DiagnosticArray] = []
         camera_namespace = output_namespace.rsplit("/", 1)[0] if "/" in output_namespace else ""
+        self.node_fqn = f"/{camera_namespace.strip('/')}/fcn_segmentation".replace("//", "/")
         self.output_topics = {}
         for name in outputs:
             relative, msg_type = DRIVABLE_OUTPUTS.get(name, (None, Image))
@@ -164,7 +165,7 @@ class SegmentationClient(Node):
         with self.lock:
             for array in reversed(self.diagnostics):
                 for status in array.status:
-                    if status.name.endswith(": segmentation"):
+                    if status.name == f"{self.node_fqn}: segmentation":  # not another camera's node
                         return {kv.key: kv.value for kv in status.values}
         return {}
 
