@@ -1,7 +1,6 @@
 """``fcnseg``: train, evaluate, export, predict, demo, make-bag and replay from the command line."""
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -51,8 +50,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    import numpy as np
-
     from .data import read_rgb
     from .export import compare_with_torch, export_onnx
     from .model.model_file import load_model_file

@@ -1,7 +1,6 @@
 """Accuracy of a segmenter on a labelled split: confusion matrix, IoU, pixel accuracy, plots."""
 
 import json
-import time
 from pathlib import Path
 from typing import Dict, Optional
 

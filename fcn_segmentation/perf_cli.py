@@ -1,7 +1,6 @@
 """``fcnseg`` subcommands for deployment and speed: quantize, build-engine, bench, soak."""
 
 import json
-import sys
 from pathlib import Path
 
 from .defaults import default_model_path, default_sample_dir

@@ -4,8 +4,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from .data import read_rgb
 from .export import INPUT_NAME, read_onnx_info
 from .preprocess import Preprocessor

@@ -38,10 +38,13 @@ def tiny_model_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def ros_domain(monkeypatch):
-    """A private DDS domain per test so parallel runs and other ROS traffic do not mix."""
-    domain = str(random.randint(100, 200))
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    return domain
+@pytest.fixture(scope="module")
+def dds_env():
+    """A private DDS domain with localhost-only discovery for a test module (and the node processes
+    it starts), so parallel runs and other ROS traffic do not mix."""
+    saved = dict(os.environ)
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    yield os.environ["ROS_DOMAIN_ID"]
+    os.environ.clear()
+    os.environ.update(saved)

@@ -1,7 +1,6 @@
 """The README's main command: node + sample bag over DDS, outputs saved, summary written."""
 
 import json
-import random
 
 import cv2
 import pytest
@@ -9,10 +8,9 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
 
 
-def test_demo_replays_the_sample_bag_and_saves_masks_overlays_and_grids(tmp_path, monkeypatch):
+def test_demo_replays_the_sample_bag_and_saves_masks_overlays_and_grids(dds_env, tmp_path):
     from fcn_segmentation.cli import main
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 200)))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0, (out / "node.log").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())

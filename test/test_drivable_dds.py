@@ -1,8 +1,6 @@
 """The drivable-area outputs of the node over real DDS: mask, occupancy grid, camera_info handling,
 run-time parameter validation."""
 
-import os
-import random
 import threading
 import time
 
@@ -16,7 +14,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -26,10 +24,7 @@ NS = "/drive_cam"
 
 
 @pytest.fixture(scope="module")
-def running_node(bundled_model, tmp_path_factory):
-    saved = dict(os.environ)
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+def running_node(dds_env, bundled_model, tmp_path_factory):
     log = tmp_path_factory.mktemp("drivable") / "node.log"
     process = start_node({"model_path": str(bundled_model), "diagnostics_period": 0.3, "camera_height": 1.3,
                           "grid_resolution": 0.25},
@@ -54,8 +49,6 @@ def running_node(bundled_model, tmp_path_factory):
     client.destroy_node()
     rclpy.try_shutdown()
     assert stop_node(process) == 0, log.read_text()[-3000:]
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def _camera_info(width=480, height=360, fx=500.0):

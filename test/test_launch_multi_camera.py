@@ -21,6 +21,8 @@ from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # n
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
+from launch_support import missing_launch_requirement  # noqa: E402
+
 from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
     SegmentationClient, image_msg, publish_until_answered, spin_until, stamp_key)
@@ -30,24 +32,7 @@ CAMERAS = ("launch_test_front", "launch_test_rear")
 DDS_ENV = {"ROS_DOMAIN_ID": str(random.randint(100, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
 
 
-def missing_requirement():
-    """Why the launch cannot run here, or None. Marked rather than skipped at import: the
-    launch_testing plugin imports every test module while collecting, and a module-level skip
-    there skips the whole test directory."""
-    try:
-        import launch_ros  # noqa: F401
-        from ament_index_python.packages import get_package_prefix
-
-        get_package_prefix("fcn_segmentation")  # where launch_ros finds segmentation_node
-    except ImportError as exc:
-        return f"launch_ros is not importable ({exc}); see docs/launch.md"
-    except (LookupError, OSError):  # package not found / AMENT_PREFIX_PATH not set
-        return "fcn_segmentation is not in the ament index (AMENT_PREFIX_PATH): build it with colcon or see " \
-               "docs/launch.md"
-    return None
-
-
-MISSING = missing_requirement()
+MISSING = missing_launch_requirement()
 
 
 @pytest.mark.skipif(MISSING is not None, reason=str(MISSING))

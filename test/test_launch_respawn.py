@@ -20,24 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MISSING_MODEL = "/nonexistent/launch_test_model.pt"
 
 
-def missing_requirement():
-    """Why the launch cannot run here, or None. Marked rather than skipped at import: the
-    launch_testing plugin imports every test module while collecting, and a module-level skip
-    there skips the whole test directory."""
-    try:
-        import launch_ros  # noqa: F401
-        from ament_index_python.packages import get_package_prefix
+from launch_support import missing_launch_requirement  # noqa: E402
 
-        get_package_prefix("fcn_segmentation")  # where launch_ros finds segmentation_node
-    except ImportError as exc:
-        return f"launch_ros is not importable ({exc}); see docs/launch.md"
-    except (LookupError, OSError):  # package not found / AMENT_PREFIX_PATH not set
-        return "fcn_segmentation is not in the ament index (AMENT_PREFIX_PATH): build it with colcon or see " \
-               "docs/launch.md"
-    return None
-
-
-MISSING = missing_requirement()
+MISSING = missing_launch_requirement()
 
 
 @pytest.mark.skipif(MISSING is not None, reason=str(MISSING))

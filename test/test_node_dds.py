@@ -1,6 +1,5 @@
 """Integration: the node as its own process (console script), real rclpy, real Fast DDS."""
 
-import os
 import random
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
 
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -22,16 +21,6 @@ from fcn_segmentation.ros.client import (  # noqa: E402
 
 OUTPUTS = ("class_mask", "color_mask", "overlay", "confidence")
 TOPIC = "/test_camera/image_raw"
-
-
-@pytest.fixture(scope="module")
-def dds_env():
-    saved = dict(os.environ)
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 and the offline replay through the core with the same report keys."""
 
 import json
-import os
-import random
 
 import cv2
 import numpy as np
@@ -17,16 +15,6 @@ from fcn_segmentation.replay_report import LabelMatcher, Prediction
 pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
 
 REPORT_FILES = ("report.json", "report.md", "latency.png")
-
-
-@pytest.fixture(scope="module")
-def dds_env():
-    saved = dict(os.environ)
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def _make_bag(sample_dir, path, *extra):
