@@ -21,17 +21,17 @@ def share_dir() -> Path:
     return _SOURCE_ROOT
 
 
-def default_model_path() -> Path:
+def _bundled(relative: str) -> Path:
+    """A bundled file: from the source checkout, else the installed share folder."""
     for root in (_SOURCE_ROOT, share_dir()):
-        candidate = root / "models" / MODEL_FILENAME
-        if candidate.is_file():
-            return candidate
-    return _SOURCE_ROOT / "models" / MODEL_FILENAME
+        if (root / relative).exists():
+            return root / relative
+    return _SOURCE_ROOT / relative
+
+
+def default_model_path() -> Path:
+    return _bundled(f"models/{MODEL_FILENAME}")
 
 
 def default_sample_dir() -> Path:
-    for root in (_SOURCE_ROOT, share_dir()):
-        candidate = root / "sample" / SAMPLE_DIRNAME
-        if candidate.is_dir():
-            return candidate
-    return _SOURCE_ROOT / "sample" / SAMPLE_DIRNAME
+    return _bundled(f"sample/{SAMPLE_DIRNAME}")

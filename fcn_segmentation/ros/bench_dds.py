@@ -4,6 +4,7 @@ mask, one frame in flight at a time (so the figure is latency, not queueing)."""
 import os
 import random
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import rclpy
@@ -14,11 +15,26 @@ from .client import SegmentationClient, image_msg, publish_until_answered, spin_
     stop_node
 
 
-def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
-                        timeout: float = 60.0, log_path: str = None):
+@contextmanager
+def private_dds_domain():
+    """A random ROS_DOMAIN_ID with localhost-only discovery for the node and this process, so a
+    measurement neither sees nor disturbs other ROS traffic; the environment is restored after."""
     env = {"ROS_DOMAIN_ID": str(random.randint(150, 230)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@private_dds_domain()
+def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
+                        timeout: float = 60.0, log_path: str = None):
     topic = "/bench_camera/image_raw"
     process = start_node({"model_path": str(model_path), "backend": backend, "device": "cpu",
                           "publish_drivable_grid": False},
@@ -48,11 +64,6 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
         client.destroy_node()
         rclpy.try_shutdown()
         stop_node(process)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     values = np.asarray(latencies)
     return {"frames": len(latencies), "lost": frames - len(latencies),
             "latency": {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
@@ -68,14 +79,12 @@ def resident_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+@private_dds_domain()
 def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend: str = "onnxruntime",
               log_path: str = None, timeout: float = 60.0):
     """Publish ``frames`` images at ``rate_hz`` without waiting for answers (an overload when the
     rate beats inference), sampling the node's resident memory; returns counts, latency of the
     masks that came back, and the memory curve."""
-    env = {"ROS_DOMAIN_ID": str(random.randint(150, 230)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     topic = "/soak_camera/image_raw"
     process = start_node({"model_path": str(model_path), "backend": backend, "device": "cpu",
                           "diagnostics_period": 1.0}, remaps={"image": topic, "__ns": "/soak_camera"},
@@ -115,11 +124,6 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
         client.destroy_node()
         rclpy.try_shutdown()
         exit_code = stop_node(process)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     warm_up_key = divmod(start_ns, 1_000_000_000)
     keys = [k for k in client.sent_at if k != warm_up_key]
     latencies = [v for v in (client.latency_ms(k) for k in keys) if v is not None]
