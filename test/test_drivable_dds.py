@@ -61,6 +61,16 @@ def _camera_info(width=480, height=360, fx=500.0):
     return info
 
 
+def _wait_for_grid(executor, grids, key, info_pub, info) -> bool:
+    """Wait for the grid of frame ``key``, re-sending camera_info: a best-effort subscription may
+    miss the first messages of a publisher it is still matching."""
+    def arrived():
+        if key not in grids:
+            info_pub.publish(info)
+        return key in grids
+    return spin_until(executor, arrived, 20)
+
+
 def test_mask_without_camera_info_and_diagnostics_say_why_no_grid(running_node, sample_dir):
     process, client, executor, grids, info_pub, log = running_node
     image_path, label_path = split_pairs(sample_dir, "val")[0]
@@ -85,12 +95,8 @@ def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
     msg = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
     key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
-    def answered():
-        if key not in grids:
-            info_pub.publish(_camera_info())
-        return key in grids
     assert publish_until_answered(executor, client, msg, ("mask",))
-    assert spin_until(executor, answered, 20), log.read_text()[-2000:]
+    assert _wait_for_grid(executor, grids, key, info_pub, _camera_info()), log.read_text()[-2000:]
     grid = grids[key]
     assert grid.header.frame_id == "base_link"
     assert grid.info.resolution == pytest.approx(0.25)
@@ -100,6 +106,19 @@ def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
     ahead = values[38:42, 20:60]  # |y| < 0.5 m, x from 5 m to 15 m
     assert (ahead == 0).mean() > 0.7, "the road straight ahead is free"
     assert (values[:, :8] == -1).all(), "the first 2 m are below the camera's view"
+
+    # camera_info for the camera's full 960x720 resolution (the images are half size): the node
+    # rebuilds its projection with scaled intrinsics and the grid is the same.
+    full_size = _camera_info(width=960, height=720, fx=1000.0)
+    later = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
+    later_key = (later.header.stamp.sec, later.header.stamp.nanosec)
+    info_pub.publish(full_size)
+    spin_until(executor, lambda: False, 0.5)
+    assert publish_until_answered(executor, client, later, ("mask",))
+    assert _wait_for_grid(executor, grids, later_key, info_pub, full_size)
+    rebuilt = np.asarray(grids[later_key].data, np.int8).reshape(grid.info.height, grid.info.width)
+    np.testing.assert_array_equal(rebuilt, values)
+    assert log.read_text().count("ground projection built") == 2
 
 
 def test_runtime_parameters_are_validated(running_node):
