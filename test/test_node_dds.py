@@ -80,7 +80,7 @@ def test_round_trip_masks_match_header_size_and_ground_truth(node_process, clien
         np.testing.assert_array_equal(colors[classes == 3][:5], [[128, 64, 128]] * min(5, (classes == 3).sum()))
     spin_until(executor, lambda: int(node.last_diagnostic_values().get("processed", 0)) >= 3, 10)
     values = node.last_diagnostic_values()
-    assert values["input_size"] == "480x352"
+    assert values["input_size"] == "320x224"
     assert "onnxruntime" in values["backend"]
     assert int(values["processed"]) >= 3
 
@@ -119,7 +119,8 @@ def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_processed(no
 def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_dir, tmp_path):
     log = tmp_path / "node.log"
     topic = "/zipped/image_raw"
-    process = start_node({"model_path": str(bundled_model), "input_transport": "compressed", "backend": "torch"},
+    process = start_node({"model_path": str(bundled_model), "input_transport": "compressed", "backend": "torch",
+                          "network_image_width": 480, "network_image_height": 352},
                          remaps={"image/compressed": topic + "/compressed", "__ns": "/zipped"}, log_path=str(log))
     rclpy.init()
     node = SegmentationClient(topic + "/compressed", "/zipped/segmentation", ("class_mask",), compressed=True,
@@ -137,6 +138,7 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
         out = node.received[(42, 0)].outputs["class_mask"]
         assert (out.width, out.height, out.header.frame_id) == (480, 360, "zipped_cam")
         assert "backend torch (cpu)" in log.read_text()
+        assert "network input 480x352" in log.read_text()
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -154,6 +156,8 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
     ({"drivable_classes": "[Road, Rood]"}, "unknown drivable classes ['Rood']; the model's classes are: Sky"),
     ({"grid_resolution": 0.0}, "parameter 'grid_resolution' is 0.0: must be > 0"),
     ({"qos_depth": "deep"}, "parameter 'qos_depth'"),
+    ({"network_image_width": 480}, "set both network_image_width and network_image_height, or neither"),
+    ({"network_image_width": 100, "network_image_height": 64}, "must be 0 (the model file's) or a positive multiple"),
 ])
 def test_startup_errors_exit_non_zero_with_a_fix_it_message(dds_env, params, message):
     from fcn_segmentation.ros.client import node_command

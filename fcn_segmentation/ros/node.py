@@ -46,6 +46,10 @@ def _positive(v):
     return None if v > 0 else "must be > 0"
 
 
+def _network_side(v):
+    return None if v >= 0 and v % 32 == 0 else "must be 0 (the model file's) or a positive multiple of 32"
+
+
 def _fraction(v):
     return None if 0.0 <= v <= 1.0 else "must be in [0, 1]"
 
@@ -71,6 +75,10 @@ PARAMETERS = {
     "publish_overlay": (True, "publish segmentation/overlay while it has subscribers", True, None),
     "publish_confidence": (True, "publish segmentation/confidence while it has subscribers", True, None),
     "overlay_alpha": (0.5, "weight of the colour mask in the overlay, 0..1", True, _fraction),
+    "network_image_width": (0, "network input width, a multiple of 32; 0 = the model file's (set both or "
+                            "neither; larger is more accurate and slower)", False, _network_side),
+    "network_image_height": (0, "network input height, a multiple of 32; 0 = the model file's", False,
+                             _network_side),
     "full_resolution_logits": (False, "resize scores to the image before argmax (slower, smoother edges)",
                                False, None),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames with more pixels are rejected", False, _at_least(1)),
@@ -125,12 +133,17 @@ class SegmentationNode(Node):
             self.config[name] = float(value) if isinstance(default, float) else value
 
         model_path = self.config["model_path"] or str(default_model_path())
+        width, height = self.config["network_image_width"], self.config["network_image_height"]
+        if bool(width) != bool(height):
+            raise StartupError("set both network_image_width and network_image_height, or neither "
+                               f"(got {width}x{height})")
         try:
             backend, skipped = create_backend(
                 self.config["backend"], model_path, device=self.config["device"],
                 onnx_path=self.config["onnx_path"] or None,
                 engine_cache_dir=self.config["engine_cache_dir"] or None, precision=self.config["precision"],
-                force_engine_update=self.config["force_engine_update"])
+                force_engine_update=self.config["force_engine_update"],
+                input_size=(height, width) if width else None)
         except (ModelFileError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
         for reason in skipped:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Input resolution vs accuracy and speed for the bundled model (issue "Accuracy"): val mIoU at
+# 480x360 and ONNX Runtime CPU frames/s for several network input sizes. Usage: scripts/resolution_sweep.sh [DATA_DIR]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+data="${1:-$root/../shared/datasets/camvid}"
+fcnseg="${FCNSEG:-$root/.venv/bin/fcnseg}"
+python="${PYTHON:-$root/.venv/bin/python}"
+out="$root/runs/resolution"
+mkdir -p "$out"
+for size in 320x224 384x288 480x352 640x480; do
+  "$fcnseg" evaluate --data "$data" --split val --backend onnxruntime --input-size "$size" --json "$out/val_$size.json" > /dev/null
+  "$fcnseg" bench --no-dds --frames 30 --input-size "$size" --json "$out/bench_$size.json" > /dev/null
+done
+"$python" - "$out" <<'PY'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+print("| network input | val mIoU (480x360) | GFLOP/frame | ONNX Runtime CPU total p50 | fps |")
+print("|---|---|---|---|---|")
+for size in ("320x224", "384x288", "480x352", "640x480"):
+    val = json.loads((out / f"val_{size}.json").read_text())
+    bench = json.loads((out / f"bench_{size}.json").read_text())
+    ort = bench["backends"]["onnxruntime-cpu"]
+    print(f"| {size} | {val['miou']:.3f} | {bench['gflops_per_frame']:.2f} | {ort['total']['p50']:.1f} ms | {ort['fps']:.1f} |")
+PY
