@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from fcn_segmentation.backends import BackendError, BackendUnavailable, create_backend
+from fcn_segmentation.backends.tensorrt_backend import ENGINE_MAGIC, engine_cache_key, read_engine, write_engine
+
+
+def test_auto_falls_back_to_a_cpu_backend_and_says_why(tiny_model_file):
+    backend, skipped = create_backend("auto", tiny_model_file, device="auto")
+    assert backend.device == "cpu"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert any(reason.startswith("tensorrt/cuda: tensorrt is not importable") for reason in skipped)
+    scores = backend.infer(np.zeros((1, 3, 64, 96), np.float32))
+    assert scores.shape == (1, 11, 64, 96)
+
+
+def test_onnxruntime_and_torch_agree(tiny_model_file):
+    ort, _ = create_backend("onnxruntime", tiny_model_file, device="cpu")
+    torch_backend, _ = create_backend("torch", tiny_model_file, device="cpu")
+    batch = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    np.testing.assert_allclose(ort.infer(batch), torch_backend.infer(batch), atol=1e-3)
+
+
+def test_tensorrt_without_tensorrt_is_unavailable_with_a_reason(tiny_model_file):
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(BackendUnavailable, match="tensorrt is not importable"):
+        create_backend("tensorrt", tiny_model_file)
+
+
+def test_bad_backend_device_and_input_size_are_errors(tiny_model_file):
+    with pytest.raises(BackendError, match="unknown backend 'tflite'"):
+        create_backend("tflite", tiny_model_file)
+    with pytest.raises(BackendError, match="unknown device 'tpu'"):
+        create_backend("auto", tiny_model_file, device="tpu")
+    with pytest.raises(BackendError, match="multiples of 32"):
+        create_backend("torch", tiny_model_file, input_size=(100, 96))
+
+
+def test_engine_cache_key_changes_with_everything_that_invalidates_an_engine(tmp_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"graph v1")
+    base = engine_cache_key(onnx, "10.3", "H100", "fp16", (1, 3, 224, 320))
+    assert engine_cache_key(onnx, "10.3", "H100", "fp16", (1, 3, 224, 320)) == base
+    for changed in (engine_cache_key(onnx, "10.4", "H100", "fp16", (1, 3, 224, 320)),
+                    engine_cache_key(onnx, "10.3", "L4", "fp16", (1, 3, 224, 320)),
+                    engine_cache_key(onnx, "10.3", "H100", "int8", (1, 3, 224, 320)),
+                    engine_cache_key(onnx, "10.3", "H100", "fp16", (1, 3, 352, 480))):
+        assert changed != base
+    onnx.write_bytes(b"graph v2")
+    assert engine_cache_key(onnx, "10.3", "H100", "fp16", (1, 3, 224, 320)) != base
+
+
+def test_engine_cache_reads_back_only_a_whole_matching_engine(tmp_path):
+    path = tmp_path / "cache" / "m.fp16.engine"
+    write_engine(path, "abc123", b"serialized engine")
+    assert read_engine(path, "abc123") == b"serialized engine"
+    assert read_engine(path, "other") is None, "stale key: rebuild"
+    path.write_bytes(ENGINE_MAGIC + b"abc123\n")
+    assert read_engine(path, "abc123") is None, "truncated: rebuild"
+    path.write_bytes(b"\x00garbage")
+    assert read_engine(path, "abc123") is None, "foreign file: rebuild"
+    assert read_engine(tmp_path / "missing.engine", "abc123") is None
