@@ -16,3 +16,21 @@ def missing_launch_requirement():
         return "fcn_segmentation is not in the ament index (AMENT_PREFIX_PATH): build it with colcon or see " \
                "docs/launch.md"
     return None
+
+
+def launch_for_test(launch_file: str, arguments: dict, env: dict = None):
+    """The test's LaunchDescription: ``env`` set for the launched processes, the package's launch
+    file included with ``arguments``, then ReadyToTest."""
+    from pathlib import Path
+
+    import launch_testing.actions
+    from launch import LaunchDescription
+    from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    path = Path(__file__).resolve().parents[1] / "launch" / launch_file
+    return LaunchDescription([
+        *(SetEnvironmentVariable(name, value) for name, value in (env or {}).items()),
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(path)), launch_arguments=arguments.items()),
+        launch_testing.actions.ReadyToTest(),
+    ])

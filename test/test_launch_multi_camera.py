@@ -16,12 +16,9 @@ launch_testing = pytest.importorskip(
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import rclpy  # noqa: E402
-from launch import LaunchDescription  # noqa: E402
-from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
-from launch_support import missing_launch_requirement  # noqa: E402
+from launch_support import launch_for_test, missing_launch_requirement  # noqa: E402
 
 from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -39,13 +36,7 @@ MISSING = missing_launch_requirement()
 @pytest.mark.launch_test
 def generate_test_description():
     # params_file left at its default: the package's seg.yaml, found through the ament index
-    return LaunchDescription([
-        *(SetEnvironmentVariable(name, value) for name, value in DDS_ENV.items()),
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(str(ROOT / "launch" / "multi_camera.launch.py")),
-            launch_arguments={"cameras": ",".join(CAMERAS)}.items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launch_for_test("multi_camera.launch.py", {"cameras": ",".join(CAMERAS)}, DDS_ENV)
 
 
 class TestOneNodePerCamera(unittest.TestCase):

@@ -3,7 +3,6 @@ started again. Skipped where launch_testing / launch_ros are not installed."""
 
 import re
 import unittest
-from pathlib import Path
 
 import pytest
 
@@ -11,16 +10,10 @@ import pytest
 launch_testing = pytest.importorskip(
     "launch_testing", reason="launch_testing is not installed: run in a ROS 2 workspace (docs/launch.md)")
 
-import launch_testing.actions  # noqa: E402
-from launch import LaunchDescription  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 MISSING_MODEL = "/nonexistent/launch_test_model.pt"
 
 
-from launch_support import missing_launch_requirement  # noqa: E402
+from launch_support import launch_for_test, missing_launch_requirement  # noqa: E402
 
 MISSING = missing_launch_requirement()
 
@@ -29,13 +22,8 @@ MISSING = missing_launch_requirement()
 @pytest.mark.launch_test
 def generate_test_description():
     # No DDS traffic: the node stops before it creates its publishers.
-    return LaunchDescription([
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(str(ROOT / "launch" / "seg.launch.py")),
-            launch_arguments={"camera": "launch_test_respawn", "model_path": MISSING_MODEL,
-                              "respawn": "true", "respawn_delay": "0.5"}.items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launch_for_test("seg.launch.py", {"camera": "launch_test_respawn", "model_path": MISSING_MODEL,
+                                             "respawn": "true", "respawn_delay": "0.5"})
 
 
 class TestRespawn(unittest.TestCase):

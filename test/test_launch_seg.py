@@ -20,13 +20,10 @@ import launch_testing.asserts  # noqa: E402
 import rclpy  # noqa: E402
 import yaml  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from launch import LaunchDescription  # noqa: E402
-from launch.actions import IncludeLaunchDescription, SetEnvironmentVariable  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 
-from launch_support import missing_launch_requirement  # noqa: E402
+from launch_support import launch_for_test, missing_launch_requirement  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -55,13 +52,8 @@ def write_params_file() -> str:
 @pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 @pytest.mark.launch_test
 def generate_test_description():
-    return LaunchDescription([
-        *(SetEnvironmentVariable(name, value) for name, value in DDS_ENV.items()),
-        IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(str(ROOT / "launch" / "seg.launch.py")),
-            launch_arguments={"camera": CAMERA, "params_file": write_params_file(), "backend": "onnxruntime"}.items()),
-        launch_testing.actions.ReadyToTest(),
-    ])
+    return launch_for_test("seg.launch.py", {"camera": CAMERA, "params_file": write_params_file(),
+                                             "backend": "onnxruntime"}, DDS_ENV)
 
 
 class TestSegmentationNode(unittest.TestCase):
