@@ -39,3 +39,18 @@ def test_node_latency_over_dds(bundled_model, sample_dir):
     assert result["frames"] == 3 and result["lost"] == 0
     assert 0 < result["latency"]["p50"] <= result["latency"]["max"]
     assert int(result["node_diagnostics"]["processed"]) >= 4
+
+
+def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, sample_dir):
+    pytest.importorskip("rclpy", reason="rclpy is not installed")
+    from fcn_segmentation.data import read_rgb
+    from fcn_segmentation.ros.bench_dds import soak_node
+
+    rgb = read_rgb(sorted((sample_dir / "val").glob("*.png"))[0])
+    result = soak_node(bundled_model, rgb, rate_hz=60.0, frames=120)
+    diag = {k: int(result["node_diagnostics"][k]) for k in ("received", "processed", "dropped", "rejected")}
+    assert result["node_exit_code"] == 0
+    assert diag["received"] >= 120 and diag["processed"] + diag["dropped"] == diag["received"]
+    assert diag["dropped"] > 0, "60 Hz is faster than inference on a CPU: the newest-frame policy drops"
+    assert 0 < result["masks_received"] <= diag["processed"]
+    assert result["rss_mb"]["end"] > 100 and len(result["memory_curve"]) >= 3

@@ -3,8 +3,11 @@ mask, one frame in flight at a time (so the figure is latency, not queueing)."""
 
 import os
 import random
+import subprocess
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import rclpy
@@ -32,38 +35,55 @@ def private_dds_domain():
                 os.environ[key] = value
 
 
-@private_dds_domain()
-def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
-                        timeout: float = 60.0, log_path: str = None):
-    topic = "/bench_camera/image_raw"
-    process = start_node({"model_path": str(model_path), "backend": backend, "device": "cpu",
-                          "publish_drivable_grid": False},
-                         remaps={"image": topic, "__ns": "/bench_camera"}, log_path=log_path)
+@dataclass
+class NodeSession:
+    process: subprocess.Popen
+    client: SegmentationClient
+    executor: SingleThreadedExecutor
+    start_ns: int                     # stamp of the warm-up frame; later frames count from it
+    exit_code: Optional[int] = None   # set when the session ends
+
+
+@contextmanager
+def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optional[str], timeout: float):
+    """The node as a process in /<camera> and a client whose warm-up frame it has answered (so
+    the model is loaded and DDS matched before anything is timed); stopped on leaving."""
+    topic = f"/{camera}/image_raw"
+    process = start_node(params, remaps={"image": topic, "__ns": f"/{camera}"}, log_path=log_path)
     rclpy.init()
-    client = SegmentationClient(topic, "/bench_camera/segmentation", ("class_mask",), name="fcnseg_bench")
+    client = SegmentationClient(topic, f"/{camera}/segmentation", ("class_mask",), name=f"fcnseg_{camera}")
     executor = SingleThreadedExecutor()
     executor.add_node(client)
-    latencies = []
+    session = NodeSession(process, client, executor, time.time_ns())
     try:
         if not spin_until(executor, lambda: client.connected() or process.poll() is not None, timeout) \
                 or process.poll() is not None:
             raise RuntimeError(f"the node did not start (see {log_path})")
-        start = time.time_ns()
-        if not publish_until_answered(executor, client, image_msg(rgb, "bgr8", start, "bench"), timeout=timeout):
+        warm_up = image_msg(rgb, "bgr8", session.start_ns, camera)
+        if not publish_until_answered(executor, client, warm_up, timeout=timeout):
             raise RuntimeError("the node did not answer")
-        for index in tqdm(range(1, frames + 1), desc="node over DDS", unit="frame"):
-            msg = image_msg(rgb, "bgr8", start + index * 1_000_000, "bench")
-            key = stamp_key(msg.header)
-            client.publish(msg)
-            if spin_until(executor, lambda: client.complete(key, ("class_mask",)), 10.0):
-                latencies.append(client.latency_ms(key))
-        spin_until(executor, lambda: False, 1.5)
-        node_stats = client.last_diagnostic_values()
+        yield session
     finally:
         executor.shutdown()
         client.destroy_node()
         rclpy.try_shutdown()
-        stop_node(process)
+        session.exit_code = stop_node(process)
+
+
+@private_dds_domain()
+def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
+                        timeout: float = 60.0, log_path: str = None):
+    params = {"model_path": str(model_path), "backend": backend, "device": "cpu"}
+    latencies = []
+    with answering_node("bench_camera", params, rgb, log_path, timeout) as node:
+        for index in tqdm(range(1, frames + 1), desc="node over DDS", unit="frame"):
+            msg = image_msg(rgb, "bgr8", node.start_ns + index * 1_000_000, "bench")
+            key = stamp_key(msg.header)
+            node.client.publish(msg)
+            if spin_until(node.executor, lambda: node.client.complete(key, ("class_mask",)), 10.0):
+                latencies.append(node.client.latency_ms(key))
+        spin_until(node.executor, lambda: False, 1.5)
+        node_stats = node.client.last_diagnostic_values()
     values = np.asarray(latencies)
     return {"frames": len(latencies), "lost": frames - len(latencies),
             "latency": {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
@@ -85,48 +105,31 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
     """Publish ``frames`` images at ``rate_hz`` without waiting for answers (an overload when the
     rate beats inference), sampling the node's resident memory; returns counts, latency of the
     masks that came back, and the memory curve."""
-    topic = "/soak_camera/image_raw"
-    process = start_node({"model_path": str(model_path), "backend": backend, "device": "cpu",
-                          "diagnostics_period": 1.0}, remaps={"image": topic, "__ns": "/soak_camera"},
-                         log_path=log_path)
-    rclpy.init()
-    client = SegmentationClient(topic, "/soak_camera/segmentation", ("class_mask",), name="fcnseg_soak")
-    executor = SingleThreadedExecutor()
-    executor.add_node(client)
+    params = {"model_path": str(model_path), "backend": backend, "device": "cpu", "diagnostics_period": 1.0}
     memory = []  # (seconds since start, MB)
-    try:
-        if not spin_until(executor, lambda: client.connected() or process.poll() is not None, timeout) \
-                or process.poll() is not None:
-            raise RuntimeError(f"the node did not start (see {log_path})")
-        start_ns = time.time_ns()
-        if not publish_until_answered(executor, client, image_msg(rgb, "bgr8", start_ns, "soak"), timeout=timeout):
-            raise RuntimeError("the node did not answer")
-        template = image_msg(rgb, "bgr8", start_ns, "soak")
+    with answering_node("soak_camera", params, rgb, log_path, timeout) as node:
+        template = image_msg(rgb, "bgr8", node.start_ns, "soak")
         period = 1.0 / rate_hz
         started = time.monotonic()
-        memory.append((0.0, resident_mb(process.pid)))
+        memory.append((0.0, resident_mb(node.process.pid)))
         for index in tqdm(range(1, frames + 1), desc=f"soak at {rate_hz:g} Hz", unit="frame"):
-            template.header.stamp.sec, template.header.stamp.nanosec = divmod(start_ns + index * 1000, 1_000_000_000)
-            client.publish(template)
+            template.header.stamp.sec, template.header.stamp.nanosec = divmod(node.start_ns + index * 1000,
+                                                                              1_000_000_000)
+            node.client.publish(template)
             target = started + index * period
             while True:
-                executor.spin_once(timeout_sec=max(0.0, min(0.01, target - time.monotonic())))
+                node.executor.spin_once(timeout_sec=max(0.0, min(0.01, target - time.monotonic())))
                 if time.monotonic() >= target:
                     break
             if index % max(1, int(rate_hz)) == 0:
-                memory.append((time.monotonic() - started, resident_mb(process.pid)))
-        spin_until(executor, lambda: False, 2.5)
-        memory.append((time.monotonic() - started, resident_mb(process.pid)))
-        node_stats = client.last_diagnostic_values()
+                memory.append((time.monotonic() - started, resident_mb(node.process.pid)))
+        spin_until(node.executor, lambda: False, 2.5)
+        memory.append((time.monotonic() - started, resident_mb(node.process.pid)))
+        node_stats = node.client.last_diagnostic_values()
         elapsed = time.monotonic() - started
-    finally:
-        executor.shutdown()
-        client.destroy_node()
-        rclpy.try_shutdown()
-        exit_code = stop_node(process)
-    warm_up_key = divmod(start_ns, 1_000_000_000)
-    keys = [k for k in client.sent_at if k != warm_up_key]
-    latencies = [v for v in (client.latency_ms(k) for k in keys) if v is not None]
+    warm_up_key = divmod(node.start_ns, 1_000_000_000)
+    keys = [k for k in node.client.sent_at if k != warm_up_key]
+    latencies = [v for v in (node.client.latency_ms(k) for k in keys) if v is not None]
     values = np.asarray(latencies) if latencies else np.asarray([np.nan])
     # Memory after the first 10% of the run, so allocator warm-up is not counted as growth.
     settled = memory[min(len(memory) - 1, max(1, len(memory) // 10))][1]
@@ -136,7 +139,7 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
                            "max": float(np.nanmax(values))},
             "rss_mb": {"start": memory[0][1], "settled": settled, "end": memory[-1][1],
                        "growth_percent_after_settling": 100 * (memory[-1][1] - settled) / settled},
-            "memory_curve": memory, "node_diagnostics": node_stats, "node_exit_code": exit_code}
+            "memory_curve": memory, "node_diagnostics": node_stats, "node_exit_code": node.exit_code}
 
 
 def plot_soak(result, path) -> None:
