@@ -1,6 +1,6 @@
 """Image -> network input. One implementation shared by training, evaluation, export and the node."""
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -32,8 +32,7 @@ class Preprocessor:
         return self._chw
 
 
-def normalize(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float],
-              out: Optional[np.ndarray] = None) -> np.ndarray:
+def normalize(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(H, W, 3) uint8 -> (3, H, W) float32, (x - mean) / std, no resizing (training crops)."""
     chw = (rgb.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(chw.transpose(2, 0, 1)) if out is None else np.copyto(out, chw.transpose(2, 0, 1))
+    return np.ascontiguousarray(chw.transpose(2, 0, 1))
