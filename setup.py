@@ -12,7 +12,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + package_name + "/models", glob("models/*.pt") + glob("models/*.md")),
         ("share/" + package_name + "/sample", glob("sample/*.mcap") + glob("sample/*.md")),
         ("share/" + package_name + "/sample/camvid_sample/val", glob("sample/camvid_sample/val/*.png")),

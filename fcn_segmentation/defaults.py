@@ -1,9 +1,13 @@
-"""Locations of the bundled model and sample, in a source checkout or an installed package."""
+"""Locations of the bundled model, sample and DDS profile, in a source checkout or an installed package."""
 
 from pathlib import Path
+from typing import Dict, Mapping
 
 MODEL_FILENAME = "fcn8s_effnetlite0_camvid.pt"
 SAMPLE_DIRNAME = "camvid_sample"
+DDS_PROFILE_FILENAME = "fastdds_large_images.xml"
+DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+FAST_DDS_RMWS = ("", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")  # "": the default RMW
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,3 +39,16 @@ def default_model_path() -> Path:
 
 def default_sample_dir() -> Path:
     return _bundled(f"sample/{SAMPLE_DIRNAME}")
+
+
+def default_dds_profile_path() -> Path:
+    return _bundled(f"config/{DDS_PROFILE_FILENAME}")
+
+
+def dds_profile_environment(environ: Mapping[str, str]) -> Dict[str, str]:
+    """Environment to add for a node process so that Fast DDS gets a shared-memory segment large
+    enough for camera images (config/fastdds_large_images.xml); nothing where the environment
+    names its own profile or another RMW."""
+    if DDS_PROFILE_VARIABLE in environ or environ.get("RMW_IMPLEMENTATION", "") not in FAST_DDS_RMWS:
+        return {}
+    return {DDS_PROFILE_VARIABLE: str(default_dds_profile_path())}

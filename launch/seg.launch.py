@@ -12,7 +12,7 @@ import tempfile
 import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -21,6 +21,7 @@ PACKAGE = "fcn_segmentation"
 NODE_NAME = "fcn_segmentation"  # also the params file's section name
 # Launch arguments that, when not empty, override the node parameter of the same name.
 PARAMETER_ARGUMENTS = ("backend", "model_path", "engine_cache_dir", "use_sim_time")
+DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 ARGUMENTS = [
     DeclareLaunchArgument(
@@ -58,6 +59,13 @@ ARGUMENTS = [
         description="start the node again whenever it exits (a startup error then repeats every respawn_delay)"),
     DeclareLaunchArgument(
         "respawn_delay", default_value="2.0", description="seconds to wait before a respawn"),
+    DeclareLaunchArgument(
+        "dds_profile",
+        default_value=EnvironmentVariable(DDS_PROFILE_VARIABLE, default_value=PathJoinSubstitution(
+            [FindPackageShare(PACKAGE), "config", "fastdds_large_images.xml"])),
+        description="Fast DDS XML profile for the node (sets FASTDDS_DEFAULT_PROFILES_FILE); default: the "
+                    "environment's, else the package's, whose shared-memory segment fits camera images; "
+                    "empty = leave the environment as it is"),
 ]
 
 
@@ -92,8 +100,10 @@ def launch_node(context):
         respawn_delay = float(arg("respawn_delay"))
     except ValueError:
         raise ValueError(f"respawn_delay must be a number of seconds, got '{arg('respawn_delay')}'") from None
+    dds_profile = arg("dds_profile")
     return [Node(
         package=PACKAGE, executable="segmentation_node", name=NODE_NAME, namespace=namespace,
+        additional_env={DDS_PROFILE_VARIABLE: dds_profile} if dds_profile else None,
         parameters=[params_file] + ([overrides] if overrides else []),
         remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed"),
                     ("camera_info", arg("camera_info_topic") or f"/{camera}/camera_info")],

@@ -109,6 +109,26 @@ def test_parameter_arguments_override_the_params_file_only_when_given(package_sh
     assert tokens[tokens.index("--log-level") + 1] == "debug"
 
 
+def node_environment(node, context) -> dict:
+    return {perform_substitutions(context, key): perform_substitutions(context, value)
+            for key, value in node.additional_env or []}
+
+
+def test_dds_profile_is_the_packaged_one_unless_the_environment_or_argument_names_another(package_share,
+                                                                                          monkeypatch):
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front")
+    assert node_environment(node, context) == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(package_share / "config" / "fastdds_large_images.xml")}
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", dds_profile="/etc/dds/car.xml")
+    assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/car.xml"}
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", dds_profile="")
+    assert node_environment(node, context) == {}
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/etc/dds/stack.xml")
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front")
+    assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/stack.xml"}
+
+
 def test_a_given_params_file_keeps_its_other_sections(tmp_path):
     params = tmp_path / "robot.yaml"
     params.write_text(yaml.safe_dump({

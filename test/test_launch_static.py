@@ -168,3 +168,24 @@ def test_multi_camera_derives_only_seg_launch_arguments_per_camera():
     per_camera = assigned_constant(LAUNCH_DIR / "multi_camera.launch.py", "PER_CAMERA_ARGUMENTS")
     assert set(per_camera) <= set(declared_arguments(SEG_LAUNCH))
     assert {"camera", "namespace", "image_topic", "camera_info_topic"} <= set(per_camera)
+
+
+def test_default_dds_profile_is_installed_and_gives_shared_memory_room_for_camera_images():
+    default = declared_arguments(SEG_LAUNCH)["dds_profile"]["default_value"]
+    # EnvironmentVariable(<variable>, default_value=PathJoinSubstitution([FindPackageShare(<package>), ...]))
+    assert value(SEG_LAUNCH, default.args[0]) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    share, *parts = keywords(default)["default_value"].args[0].elts
+    assert share.func.id == "FindPackageShare" and value(SEG_LAUNCH, share.args[0]) == PACKAGE
+    relative = "/".join(ast.literal_eval(part) for part in parts)
+    assert installed_files()[f"share/{PACKAGE}/{relative}"] == relative
+    namespace = {"dds": "http://www.eprosima.com"}
+    profile = ElementTree.parse(ROOT / relative).getroot()
+    participant = profile.find("dds:profiles/dds:participant", namespace)
+    assert participant.get("is_default_profile") == "true"
+    used = {element.text for element in participant.findall("dds:rtps/dds:userTransports/dds:transport_id", namespace)}
+    descriptors = {d.findtext("dds:transport_id", namespaces=namespace): d
+                   for d in profile.findall("dds:profiles/dds:transport_descriptors/dds:transport_descriptor", namespace)}
+    types = {descriptors[name].findtext("dds:type", namespaces=namespace): descriptors[name] for name in used}
+    assert set(types) == {"SHM", "UDPv4"}, "shared memory on this machine, UDP to others"
+    # the node's outputs for one 1280x720 frame, 9 bytes per pixel, fit twice
+    assert int(types["SHM"].findtext("dds:segment_size", namespaces=namespace)) >= 2 * 9 * 1280 * 720

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
@@ -18,6 +18,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CompressedImage, Image
 
+from ..defaults import dds_profile_environment
 from ..frames import decode_raw, encode_raw
 
 OUTPUT_TOPICS = ("class_mask", "color_mask", "overlay", "confidence")
@@ -41,8 +42,12 @@ def node_command(params: Dict[str, object], remaps: Dict[str, str] = None, param
 
 def start_node(params: Dict[str, object], remaps: Dict[str, str] = None, params_file: str = None,
                env: Dict[str, str] = None, log_path: Optional[str] = None) -> subprocess.Popen:
+    """The node as its own process, with the bundled Fast DDS profile for large images unless the
+    environment chose one (see ``dds_profile_environment``)."""
     out = open(log_path, "w") if log_path else subprocess.PIPE
-    return subprocess.Popen(node_command(params, remaps, params_file), env={**os.environ, **(env or {})},
+    environ = {**os.environ, **(env or {})}
+    environ.update(dds_profile_environment(environ))
+    return subprocess.Popen(node_command(params, remaps, params_file), env=environ,
                             stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
@@ -180,13 +185,17 @@ def spin_until(executor, condition, timeout: float, step: float = 0.05) -> bool:
 
 
 def publish_until_answered(executor, client: SegmentationClient, msg, outputs: Sequence[str] = ("class_mask",),
-                           timeout: float = 60.0, resend_period: float = 1.0) -> bool:
+                           timeout: float = 60.0, resend_period: float = 1.0,
+                           publish_companions: Optional[Callable[[], None]] = None) -> bool:
     """Publish ``msg`` until its outputs come back. A best-effort subscriber can miss the first
     messages of a publisher it has not finished matching, so a first frame is re-sent, as a
-    camera stream would be."""
+    camera stream would be. ``publish_companions`` is called before each send, for messages that
+    go with the frame (its CameraInfo): they can be missed the same way."""
     deadline = time.monotonic() + timeout
     key = stamp_key(msg.header)
     while time.monotonic() < deadline:
+        if publish_companions is not None:
+            publish_companions()
         client.publish(msg)
         if spin_until(executor, lambda: client.complete(key, outputs), min(resend_period, deadline - time.monotonic())):
             return True

@@ -142,11 +142,15 @@ class DdsReplay:
         best-effort subscription can miss the first messages of a publisher it is still matching,
         and the node's one-off work (e.g. its ground projection from CameraInfo) happens here."""
         warm_stamp = stamp_ns(first.msg) - 1_000_000
-        self._publish_camera_info(info_pub, camera_info, warm_stamp)
         msg = deserialize_message(self.bag.restamped_cdr(first, warm_stamp),
                                   CompressedImage if self.compressed else Image)
-        if not publish_until_answered(executor, client, msg, self.options.outputs, timeout=self.options.timeout):
-            raise ReplayError(f"no answer to a warm-up frame within {self.options.timeout:.0f} s; see {self.log_path}")
+        if not publish_until_answered(executor, client, msg, self.options.outputs, timeout=self.options.timeout,
+                                      publish_companions=lambda: self._publish_camera_info(
+                                          info_pub, camera_info, warm_stamp)):
+            entry, _ = client.take(key_of(warm_stamp))
+            missing = [name for name in self.options.outputs if entry is None or name not in entry.outputs]
+            raise ReplayError(f"no answer to a warm-up frame within {self.options.timeout:.0f} s (missing: "
+                              f"{', '.join(missing)}); see {self.log_path}")
         client.take(key_of(warm_stamp))
 
     def _play(self, executor, client: SegmentationClient, info_pub, process) -> None:

@@ -1,0 +1,24 @@
+"""Bundled files and the DDS environment given to node processes."""
+
+import pytest
+
+from fcn_segmentation.defaults import DDS_PROFILE_VARIABLE, default_dds_profile_path, default_model_path, \
+    default_sample_dir, dds_profile_environment
+
+
+def test_bundled_files_exist():
+    assert default_model_path().is_file()
+    assert (default_sample_dir() / "val").is_dir()
+    assert default_dds_profile_path().is_file()
+
+
+@pytest.mark.parametrize("rmw", [None, "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"])
+def test_fast_dds_nodes_get_the_large_image_profile(rmw):
+    environ = {} if rmw is None else {"RMW_IMPLEMENTATION": rmw}
+    assert dds_profile_environment(environ) == {DDS_PROFILE_VARIABLE: str(default_dds_profile_path())}
+
+
+@pytest.mark.parametrize("environ", [{DDS_PROFILE_VARIABLE: "/etc/dds/car.xml"}, {DDS_PROFILE_VARIABLE: ""},
+                                     {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}])
+def test_a_profile_or_rmw_chosen_by_the_environment_is_kept(environ):
+    assert dds_profile_environment(environ) == {}
