@@ -56,6 +56,8 @@ def cmd_export(args) -> int:
     from .preprocess import Preprocessor
 
     model, info = load_model_file(args.model)
+    if args.input_size:
+        info.input_height, info.input_width = args.input_size
     path = export_onnx(model, info, args.onnx)
     images = list(args.check_images) or sorted((default_sample_dir() / "val").glob("*.png"))[:3]
     preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
@@ -137,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", default=str(default_model_path()))
     export.add_argument("--onnx", required=True)
     export.add_argument("--check-images", nargs="*", default=[], help="images to compare on (default: sample)")
+    export.add_argument("--input-size", type=parse_size, metavar="WxH",
+                        help="network input size of the graph (multiples of 32; default: the model file's)")
     export.set_defaults(func=cmd_export)
 
     predict = sub.add_parser("predict", help="class masks, colour masks and overlays as PNG")

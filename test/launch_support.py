@@ -1,5 +1,7 @@
 """Shared by the launch_testing modules (not a test module itself)."""
 
+import os
+
 
 def missing_launch_requirement():
     """Why the launch cannot run here, or None. Marked rather than skipped at import: the
@@ -34,3 +36,18 @@ def launch_for_test(launch_file: str, arguments: dict, env: dict = None):
         IncludeLaunchDescription(PythonLaunchDescriptionSource(str(path)), launch_arguments=arguments.items()),
         launch_testing.actions.ReadyToTest(),
     ])
+
+
+def set_environment(env: dict):
+    """Set ``env`` in this process (the test's DDS domain); returns the function that puts back what
+    was there before."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+
+    def restore():
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return restore

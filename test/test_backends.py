@@ -67,3 +67,24 @@ def test_engine_cache_reads_back_only_a_whole_matching_engine(tmp_path):
     path.write_bytes(b"\x00garbage")
     assert read_engine(path, "abc123") is None, "foreign file: rebuild"
     assert read_engine(tmp_path / "missing.engine", "abc123") is None
+
+
+def test_a_given_onnx_file_must_fit_the_model_files_classes_and_input_size(tiny_model_file, tmp_path):
+    from fcn_segmentation.export import export_onnx
+    from fcn_segmentation.model.model_file import build_model, load_model_file, save_model_file
+
+    model, info = load_model_file(tiny_model_file)
+    onnx_path = export_onnx(model, info, tmp_path / "tiny.onnx")
+    backend, _ = create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=onnx_path)
+    assert backend.infer(np.zeros((1, 3, 64, 96), np.float32)).shape == (1, 11, 64, 96)
+
+    info.class_names, info.palette = info.class_names[:5], info.palette[:5]
+    five_classes = tmp_path / "five.pt"
+    save_model_file(five_classes, build_model(info), info)
+    with pytest.raises(BackendError, match=r"scores 11 classes, but model file .*five.pt has 5 .*fcnseg export"):
+        create_backend("onnxruntime", five_classes, device="cpu", onnx_path=onnx_path)
+    with pytest.raises(BackendError, match=r"takes input \[1, 3, 64, 96\], but the network input is \[1, 3, 128, 96\]"):
+        create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=onnx_path, input_size=(128, 96))
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(BackendError, match="broken.onnx is not readable"):
+        create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=tmp_path / "broken.onnx")

@@ -1,7 +1,6 @@
 """launch_testing: multi_camera.launch.py starts one node per camera, each answering only on its own
 camera's topics (real DDS). Skipped where launch_testing / launch_ros are not installed."""
 
-import os
 import random
 import time
 import unittest
@@ -18,7 +17,7 @@ import launch_testing.asserts  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
-from launch_support import launch_for_test, missing_launch_requirement  # noqa: E402
+from launch_support import launch_for_test, missing_launch_requirement, set_environment  # noqa: E402
 
 from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -42,8 +41,7 @@ def generate_test_description():
 class TestOneNodePerCamera(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.saved_env = {name: os.environ.get(name) for name in DDS_ENV}
-        os.environ.update(DDS_ENV)
+        cls.restore_environment = set_environment(DDS_ENV)
         rclpy.init()
         cls.executor = SingleThreadedExecutor()
         cls.clients = {camera: SegmentationClient(f"/{camera}/image_raw", f"/{camera}/segmentation",
@@ -60,11 +58,7 @@ class TestOneNodePerCamera(unittest.TestCase):
         for client in cls.clients.values():
             client.destroy_node()
         rclpy.try_shutdown()
-        for name, value in cls.saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        cls.restore_environment()
 
     def test_each_camera_has_its_own_node(self):
         nodes = {("fcn_segmentation", f"/{camera}") for camera in CAMERAS}

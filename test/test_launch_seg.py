@@ -2,7 +2,6 @@
 class masks and diagnostics come back. Skipped where launch_testing / launch_ros are not installed
 (docs/launch.md says how to run it)."""
 
-import os
 import random
 import tempfile
 import time
@@ -23,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 
-from launch_support import launch_for_test, missing_launch_requirement  # noqa: E402
+from launch_support import launch_for_test, missing_launch_requirement, set_environment  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -59,8 +58,7 @@ def generate_test_description():
 class TestSegmentationNode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.saved_env = {name: os.environ.get(name) for name in DDS_ENV}
-        os.environ.update(DDS_ENV)
+        cls.restore_environment = set_environment(DDS_ENV)
         rclpy.init()
         cls.client = SegmentationClient(f"/{CAMERA}/image_raw", f"/{CAMERA}/segmentation", ("class_mask",),
                                         name="launch_test_client")
@@ -74,11 +72,7 @@ class TestSegmentationNode(unittest.TestCase):
         cls.executor.shutdown()
         cls.client.destroy_node()
         rclpy.try_shutdown()
-        for name, value in cls.saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        cls.restore_environment()
 
     def send(self, rgb, frame_id: str):
         msg = image_msg(rgb, "rgb8", time.time_ns(), frame_id)

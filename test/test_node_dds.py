@@ -150,6 +150,7 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
 
 @pytest.mark.parametrize("params,message", [
     ({"model_path": "/nonexistent/model.pt"}, "model file /nonexistent/model.pt does not exist"),
+    ({"onnx_path": "/nonexistent/model.onnx"}, "onnx file /nonexistent/model.onnx does not exist"),
     ({"backend": "tensorflow"}, "parameter 'backend' is 'tensorflow': choose one of: auto, tensorrt"),
     ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' is 1.5: must be in [0, 1]"),
     ({"qos_reliability": "sometimes"}, "parameter 'qos_reliability' is 'sometimes': choose one of"),

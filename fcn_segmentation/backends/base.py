@@ -99,6 +99,7 @@ def _onnx_for(model_path, onnx_path, model, info) -> Path:
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
             raise BackendError(f"onnx file {onnx_path} does not exist")
+        check_onnx_fits_model(onnx_path, info, model_path)
         return onnx_path
     from ..export import export_onnx, onnx_cache_path
 
@@ -107,3 +108,28 @@ def _onnx_for(model_path, onnx_path, model, info) -> Path:
         logger.info("exporting %s to %s", model_path, path)
         export_onnx(model, info, path)
     return path
+
+
+def check_onnx_fits_model(onnx_path: Path, info: ModelInfo, model_path) -> None:
+    """A given ONNX file must take the network input size in use and score the model file's classes,
+    or class ids would be read against the wrong names and palette."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:  # onnx raises DecodeError and others for corrupt files
+        raise BackendError(f"onnx file {onnx_path} is not readable: {exc}") from exc
+
+    def shape(value):
+        # symbolic or unknown dimensions are None: the runtime checks those
+        return [dim.dim_value if dim.HasField("dim_value") else None for dim in value.type.tensor_type.shape.dim]
+
+    fix = f"export it from this model file: fcnseg export --model {model_path} --onnx {onnx_path}"
+    image, scores = shape(graph.input[0]), shape(graph.output[0])
+    size = (info.input_height, info.input_width)
+    if len(image) != 4 or any(got not in (None, want) for got, want in zip(image[1:], (3, *size))):
+        raise BackendError(f"onnx file {onnx_path} takes input {image}, but the network input is "
+                           f"[1, 3, {size[0]}, {size[1]}] (height, width); {fix}, with the same --input-size")
+    if len(scores) != 4 or scores[1] not in (None, info.num_classes):
+        raise BackendError(f"onnx file {onnx_path} scores {scores[1] if len(scores) == 4 else scores} classes, but "
+                           f"model file {model_path} has {info.num_classes} ({', '.join(info.class_names)}); {fix}")
