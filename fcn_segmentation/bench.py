@@ -181,6 +181,10 @@ def format_report(report: Dict) -> str:
         lines.append(f"\nnode over DDS ({dds['backend']}): publish -> class_mask p50 {dds['latency']['p50']:.1f} ms, "
                      f"p95 {dds['latency']['p95']:.1f} ms over {dds['frames']} frames; bare pipeline p50 "
                      f"{dds['bare_pipeline_p50_ms']:.1f} ms; ROS overhead {dds['overhead_percent']:+.1f}%")
+        if len(dds.get("outputs", ())) > 1:
+            every = dds["latency_all_outputs"]
+            lines.append(f"  with {', '.join(dds['outputs'])} subscribed: publish -> last of them p50 "
+                         f"{every['p50']:.1f} ms, p95 {every['p95']:.1f} ms")
     for reason in report.get("skipped_backends", []):
         lines.append(f"not measured: {reason}")
     return "\n".join(lines)

@@ -1,9 +1,23 @@
 """``fcnseg`` subcommands for deployment and speed: quantize, build-engine, bench, soak."""
 
+import argparse
 import json
 from pathlib import Path
 
 from .defaults import default_model_path, default_sample_dir
+
+
+# Node outputs a benchmark can subscribe to: those published for every frame without camera_info.
+BENCH_OUTPUTS = ("class_mask", "color_mask", "overlay", "confidence", "drivable_mask")
+
+
+def output_list(text: str):
+    """'class_mask,overlay' -> ('class_mask', 'overlay'); class_mask is always measured."""
+    names = tuple(dict.fromkeys(["class_mask"] + [n.strip() for n in text.split(",") if n.strip()]))
+    unknown = [n for n in names if n not in BENCH_OUTPUTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown outputs {unknown}; choose from {','.join(BENCH_OUTPUTS)}")
+    return names
 
 
 def _sample_image() -> Path:
@@ -60,7 +74,8 @@ def cmd_bench(args) -> int:
         from .ros.bench_dds import bench_node_over_dds
 
         backend = "onnxruntime"
-        dds = bench_node_over_dds(args.model, read_rgb(image), backend=backend, frames=args.frames)
+        dds = bench_node_over_dds(args.model, read_rgb(image), backend=backend, frames=args.frames,
+                                  input_size=args.input_size, outputs=args.dds_outputs)
         bare = report["backends"]["onnxruntime-cpu"]["total"]["p50"]
         dds.update(backend=backend, bare_pipeline_p50_ms=bare,
                    overhead_percent=100 * (dds["latency"]["p50"] - bare) / bare)
@@ -79,7 +94,7 @@ def cmd_soak(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = soak_node(args.model, read_rgb(args.image or _sample_image()), rate_hz=args.rate, frames=args.frames,
-                       backend=args.backend, log_path=str(out / "node.log"))
+                       backend=args.backend, log_path=str(out / "node.log"), input_size=args.input_size)
     (out / "soak.json").write_text(json.dumps(result, indent=2))
     plot_soak(result, out / "soak_memory.png")
     diag = result["node_diagnostics"]
@@ -124,6 +139,9 @@ def add_perf_commands(sub) -> None:
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--int8-onnx", help="also time this INT8 model (from `fcnseg quantize`)")
     bench.add_argument("--no-dds", action="store_true", help="skip the node-over-DDS measurement")
+    bench.add_argument("--dds-outputs", type=output_list, default=("class_mask",), metavar="NAME,...",
+                       help=f"node outputs to subscribe to over DDS, of {','.join(BENCH_OUTPUTS)} (default "
+                            "class_mask); latency is reported to the class mask and to the last output")
     bench.add_argument("--input-size", type=parse_size, metavar="WxH", help="network input size to time")
     bench.add_argument("--json", help="write the full report here")
     bench.set_defaults(func=cmd_bench)
@@ -134,5 +152,6 @@ def add_perf_commands(sub) -> None:
     soak.add_argument("--image")
     soak.add_argument("--rate", type=float, default=60.0, help="frames per second to publish")
     soak.add_argument("--frames", type=int, default=3600)
+    soak.add_argument("--input-size", type=parse_size, metavar="WxH", help="network input size of the node")
     soak.add_argument("--out", default="soak_output")
     soak.set_defaults(func=cmd_soak)

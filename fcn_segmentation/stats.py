@@ -2,8 +2,8 @@
 
 import threading
 import time
-from collections import deque
-from typing import Dict
+from collections import OrderedDict, deque
+from typing import Dict, Hashable, Optional
 
 import numpy as np
 
@@ -13,7 +13,7 @@ class PipelineStats:
 
     def __init__(self, window: int = 300):
         self._lock = threading.Lock()
-        self.received = self.processed = self.dropped = self.rejected = self.failed = 0
+        self.received = self.processed = self.dropped = self.rejected = self.failed = self.missed = 0
         self._latency_ms = deque(maxlen=window)
         self._done_at = deque(maxlen=window)
         self.stage_ms: Dict[str, deque] = {}
@@ -37,7 +37,7 @@ class PipelineStats:
             done = list(self._done_at)
             stages = {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
             counters = {"received": self.received, "processed": self.processed, "dropped": self.dropped,
-                        "rejected": self.rejected, "failed": self.failed}
+                        "rejected": self.rejected, "failed": self.failed, "missed": self.missed}
         # Rate over the last few seconds, so a stalled pipeline reads 0, not its old rate.
         recent = [t for t in done if t >= time.monotonic() - self.fps_window_s]
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
@@ -45,3 +45,23 @@ class PipelineStats:
                 "latency_p50_ms": float(np.percentile(latency, 50)) if latency.size else float("nan"),
                 "latency_p95_ms": float(np.percentile(latency, 95)) if latency.size else float("nan"),
                 "fps": fps, **{f"{k}_p50_ms": v for k, v in stages.items()}}
+
+
+class SequenceGaps:
+    """Frames a publisher sent that never reached us, from the gaps in its publication sequence
+    numbers: lost by a best-effort transport, or replaced in a keep-last queue before we took them.
+    Counted from the first frame seen from each publisher; a publisher that restarts (its numbers
+    go back) starts over."""
+
+    def __init__(self, max_publishers: int = 64):
+        self._last: "OrderedDict[Hashable, int]" = OrderedDict()
+        self._max_publishers = max_publishers
+
+    def missed(self, publisher: Hashable, sequence_number: Optional[int]) -> int:
+        if sequence_number is None:  # the RMW does not report sequence numbers
+            return 0
+        last = self._last.pop(publisher, None)
+        self._last[publisher] = sequence_number
+        if len(self._last) > self._max_publishers:
+            self._last.popitem(last=False)  # the publisher heard from longest ago
+        return sequence_number - last - 1 if last is not None and sequence_number > last else 0

@@ -8,6 +8,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fcn_segmentation.defaults import dds_profile_environment  # noqa: E402
+
+# This process publishes camera frames to the node as a camera driver would: with the package's Fast
+# DDS profile (set before any participant exists, which is when Fast DDS reads it).
+os.environ.update(dds_profile_environment(os.environ))
+
 SAMPLE_DIR = ROOT / "sample" / "camvid_sample"
 BUNDLED_MODEL = ROOT / "models" / "fcn8s_effnetlite0_camvid.pt"
 

@@ -2,6 +2,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from fcn_segmentation.cli import main
 
@@ -60,3 +61,25 @@ def test_missing_model_is_a_clear_error(sample_dir, tmp_path, capsys):
 def test_missing_split_names_what_is_there(sample_dir, bundled_model, capsys):
     assert main(["evaluate", "--data", str(sample_dir), "--split", "test", "--model", str(bundled_model)]) == 2
     assert "has: val, valannot" in capsys.readouterr().err
+
+
+def test_export_at_another_input_size_gives_a_graph_of_that_size(bundled_model, tmp_path):
+    import onnx
+
+    from fcn_segmentation.cli import main
+
+    assert main(["export", "--model", str(bundled_model), "--onnx", str(tmp_path / "m.onnx"),
+                 "--input-size", "256x192"]) == 0
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 192, 256]
+
+
+def test_bench_output_list_always_measures_the_class_mask_and_refuses_unknown_names():
+    import argparse
+
+    from fcn_segmentation.perf_cli import output_list
+
+    assert output_list("overlay,confidence") == ("class_mask", "overlay", "confidence")
+    assert output_list("class_mask") == ("class_mask",)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown outputs \['overlays'\]"):
+        output_list("overlays")

@@ -7,7 +7,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import rclpy
@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from tqdm import tqdm
 
 from .client import SegmentationClient, image_msg, publish_until_answered, spin_until, stamp_key, start_node, \
-    stop_node
+    stop_node, use_large_image_dds_profile
 
 
 @contextmanager
@@ -44,14 +44,25 @@ class NodeSession:
     exit_code: Optional[int] = None   # set when the session ends
 
 
+def node_parameters(model_path, backend: str, input_size: Optional[Tuple[int, int]] = None, **extra) -> dict:
+    """The node's parameters for a measurement; ``input_size`` (height, width) as in ``fcnseg bench``."""
+    params = {"model_path": str(model_path), "backend": backend, "device": "cpu", **extra}
+    if input_size is not None:
+        params["network_image_height"], params["network_image_width"] = input_size
+    return params
+
+
 @contextmanager
-def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optional[str], timeout: float):
-    """The node as a process in /<camera> and a client whose warm-up frame it has answered (so
-    the model is loaded and DDS matched before anything is timed); stopped on leaving."""
+def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optional[str], timeout: float,
+                   outputs: Sequence[str] = ("class_mask",)):
+    """The node as a process in /<camera> and a client subscribed to ``outputs`` whose warm-up frame
+    it has answered (so the model is loaded and DDS matched before anything is timed); stopped on
+    leaving."""
     topic = f"/{camera}/image_raw"
     process = start_node(params, remaps={"image": topic, "__ns": f"/{camera}"}, log_path=log_path)
+    use_large_image_dds_profile()
     rclpy.init()
-    client = SegmentationClient(topic, f"/{camera}/segmentation", ("class_mask",), name=f"fcnseg_{camera}")
+    client = SegmentationClient(topic, f"/{camera}/segmentation", outputs, name=f"fcnseg_{camera}")
     executor = SingleThreadedExecutor()
     executor.add_node(client)
     session = NodeSession(process, client, executor, time.time_ns())
@@ -60,7 +71,7 @@ def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optiona
                 or process.poll() is not None:
             raise RuntimeError(f"the node did not start (see {log_path})")
         warm_up = image_msg(rgb, "bgr8", session.start_ns, camera)
-        if not publish_until_answered(executor, client, warm_up, timeout=timeout):
+        if not publish_until_answered(executor, client, warm_up, outputs, timeout=timeout):
             raise RuntimeError("the node did not answer")
         yield session
     finally:
@@ -70,24 +81,34 @@ def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optiona
         session.exit_code = stop_node(process)
 
 
+def _percentiles(values) -> dict:
+    values = np.asarray(values)
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
+            "max": float(values.max())}
+
+
 @private_dds_domain()
 def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
-                        timeout: float = 60.0, log_path: str = None):
-    params = {"model_path": str(model_path), "backend": backend, "device": "cpu"}
-    latencies = []
-    with answering_node("bench_camera", params, rgb, log_path, timeout) as node:
+                        timeout: float = 60.0, log_path: str = None, input_size: Optional[Tuple[int, int]] = None,
+                        outputs: Sequence[str] = ("class_mask",)):
+    """Publish -> class_mask latency, and publish -> last of ``outputs`` where more are subscribed
+    (the node computes overlay and confidence only for subscribers, so they cost latency too)."""
+    latencies, all_latencies = [], []
+    with answering_node("bench_camera", node_parameters(model_path, backend, input_size), rgb, log_path, timeout,
+                        outputs) as node:
         for index in tqdm(range(1, frames + 1), desc="node over DDS", unit="frame"):
             msg = image_msg(rgb, "bgr8", node.start_ns + index * 1_000_000, "bench")
             key = stamp_key(msg.header)
             node.client.publish(msg)
-            if spin_until(node.executor, lambda: node.client.complete(key, ("class_mask",)), 10.0):
+            if spin_until(node.executor, lambda: node.client.complete(key, outputs), 10.0):
                 latencies.append(node.client.latency_ms(key))
+                all_latencies.append(max(node.client.latency_ms(key, name) for name in outputs))
         spin_until(node.executor, lambda: False, 1.5)
         node_stats = node.client.last_diagnostic_values()
-    values = np.asarray(latencies)
-    return {"frames": len(latencies), "lost": frames - len(latencies),
-            "latency": {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-                        "max": float(values.max())},
+    if not latencies:
+        raise RuntimeError(f"no frame was answered within 10 s (see {log_path or 'the node log'})")
+    return {"frames": len(latencies), "lost": frames - len(latencies), "outputs": list(outputs),
+            "latency": _percentiles(latencies), "latency_all_outputs": _percentiles(all_latencies),
             "node_diagnostics": node_stats}
 
 
@@ -101,11 +122,11 @@ def resident_mb(pid: int) -> float:
 
 @private_dds_domain()
 def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend: str = "onnxruntime",
-              log_path: str = None, timeout: float = 60.0):
+              log_path: str = None, timeout: float = 60.0, input_size: Optional[Tuple[int, int]] = None):
     """Publish ``frames`` images at ``rate_hz`` without waiting for answers (an overload when the
     rate beats inference), sampling the node's resident memory; returns counts, latency of the
     masks that came back, and the memory curve."""
-    params = {"model_path": str(model_path), "backend": backend, "device": "cpu", "diagnostics_period": 1.0}
+    params = node_parameters(model_path, backend, input_size, diagnostics_period=1.0)
     memory = []  # (seconds since start, MB)
     with answering_node("soak_camera", params, rgb, log_path, timeout) as node:
         template = image_msg(rgb, "bgr8", node.start_ns, "soak")

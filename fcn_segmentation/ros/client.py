@@ -21,8 +21,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from ..defaults import dds_profile_environment
 from ..frames import decode_raw, encode_raw
 
-OUTPUT_TOPICS = ("class_mask", "color_mask", "overlay", "confidence")
-
 
 def node_command(params: Dict[str, object], remaps: Dict[str, str] = None, params_file: str = None) -> List[str]:
     """Command line of the node's console script (or ``python -m`` when it is not on PATH)."""
@@ -38,6 +36,13 @@ def node_command(params: Dict[str, object], remaps: Dict[str, str] = None, param
     for src, dst in (remaps or {}).items():
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
+
+
+def use_large_image_dds_profile() -> None:
+    """Give this process's participant the same shared-memory room as the node's, so frames it
+    publishes are not dropped for lack of it. Fast DDS reads the profile when its first participant
+    is created: call before the first ``rclpy.init``."""
+    os.environ.update(dds_profile_environment(os.environ))
 
 
 def start_node(params: Dict[str, object], remaps: Dict[str, str] = None, params_file: str = None,

@@ -17,6 +17,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..backends import BACKEND_NAMES, BackendError, create_backend
@@ -26,7 +27,7 @@ from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning,
 from ..frames import DEFAULT_MAX_PIXELS, FrameError
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
-from ..stats import PipelineStats
+from ..stats import PipelineStats, SequenceGaps
 from ..visualize import overlay
 from .conversions import array_to_image, compressed_to_rgb, image_to_rgb
 
@@ -159,6 +160,7 @@ class SegmentationNode(Node):
             f"network input {info.input_width}x{info.input_height}; backend {backend.describe()}")
 
         self.stats = PipelineStats()
+        self._sequence_gaps = SequenceGaps()
         self._last_warning = {}
         self._camera_info: Optional[CameraInfo] = None
         self._projector: Optional[GroundGridProjector] = None
@@ -228,10 +230,15 @@ class SegmentationNode(Node):
         return SetParametersResult(successful=True)
 
     # -- inputs -------------------------------------------------------------------------------
-    def image_callback(self, msg) -> None:
-        """Keep only the newest frame: a slow model never builds a queue, and drops are counted."""
+    def image_callback(self, msg, info: MessageInfo) -> None:
+        """Keep only the newest frame: a slow model never builds a queue, and drops are counted, as
+        are frames published but never delivered to us (``missed``)."""
         received = time.monotonic()
         self.stats.count("received")
+        gid = info.get("publisher_gid") or {}
+        missed = self._sequence_gaps.missed(bytes(gid.get("data", b"")), info.get("publication_sequence_number"))
+        if missed:
+            self.stats.count("missed", missed)
         with self._slot_lock:
             if self._pending is not None:
                 self.stats.count("dropped")

@@ -21,7 +21,7 @@ from ..bags import COMPRESSED_IMAGE, IMAGE, BagMessage, BagReader, BagWriter, To
 from ..frames import FrameError
 from ..replay_report import LabelMatcher, Prediction, ReplayError, ReplayReport
 from .client import Received, SegmentationClient, image_to_array, publish_until_answered, spin_until, start_node, \
-    stop_node
+    stop_node, use_large_image_dds_profile
 
 
 @dataclass
@@ -99,6 +99,7 @@ class DdsReplay:
                               "input_transport": "compressed" if self.compressed else "raw",
                               "diagnostics_period": 0.5, **options.node_params},
                              remaps=remaps, log_path=str(self.log_path))
+        use_large_image_dds_profile()
         rclpy.init()
         client = SegmentationClient(self.image_topic, f"{self.namespace}/segmentation", options.outputs,
                                     compressed=self.compressed, name=f"fcnseg_replay_{os.getpid()}")
