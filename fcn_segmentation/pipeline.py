@@ -14,9 +14,14 @@ from .visualize import color_mask, overlay, palette_lut
 @dataclass
 class Segmentation:
     classes: np.ndarray                 # (H, W) uint8, image size
-    confidence: Optional[np.ndarray]    # (H, W) uint8 or None
+    scores: np.ndarray                  # (1, C, h, w) float32 class scores (image size with full-resolution logits)
     timings_ms: Dict[str, float]
     network_classes: Optional[np.ndarray] = None  # (h, w) uint8 at the network's input size
+
+    def confidence(self) -> np.ndarray:
+        """(H, W) uint8 max softmax probability x 255, computed on demand: the node asks for it
+        only while someone subscribes, and after the class mask is out."""
+        return resize_nearest(confidence_map(self.scores), self.classes.shape)
 
 
 class Segmenter:
@@ -30,7 +35,7 @@ class Segmenter:
         self.preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
         self.lut = palette_lut(info.palette)
 
-    def __call__(self, rgb: np.ndarray, with_confidence: bool = False) -> Segmentation:
+    def __call__(self, rgb: np.ndarray) -> Segmentation:
         t0 = time.perf_counter()
         batch = self.preprocess(rgb)
         t1 = time.perf_counter()
@@ -43,11 +48,8 @@ class Segmenter:
             classes = class_map(scores)
         else:
             classes = resize_nearest(network_classes, size)
-        confidence = None
-        if with_confidence:
-            confidence = resize_nearest(confidence_map(scores), size)
         t3 = time.perf_counter()
-        return Segmentation(classes, confidence, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
+        return Segmentation(classes, scores, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
                                                   "postprocess": (t3 - t2) * 1e3}, network_classes)
 
     def colorize(self, classes: np.ndarray) -> np.ndarray:

@@ -52,3 +52,22 @@ def test_augmented_samples_have_crop_size_and_valid_labels(sample_dir):
         image, label = data[index]
         assert image.shape == (3, 128, 160) and label.shape == (128, 160)
         assert set(np.unique(label)) <= set(range(11)) | {IGNORE_INDEX}
+
+
+def test_segmenter_gives_image_sized_classes_and_confidence_on_demand(tiny_model_file):
+    from fcn_segmentation.backends import create_backend
+    from fcn_segmentation.pipeline import Segmenter
+
+    backend, _ = create_backend("torch", tiny_model_file, device="cpu")
+    segmenter = Segmenter(backend)
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)  # not the network's size
+    result = segmenter(rgb)
+    assert result.classes.shape == (90, 130) and result.classes.dtype == np.uint8
+    assert result.network_classes.shape == (64, 96)
+    np.testing.assert_array_equal(result.network_classes, class_map(result.scores))
+    confidence = result.confidence()
+    assert confidence.shape == (90, 130) and confidence.dtype == np.uint8
+    # 11 classes: the winning probability is at least 1/11
+    assert confidence.min() >= 255 // 11
+    np.testing.assert_array_equal(confidence, resize_nearest(confidence_map(result.scores), (90, 130)))
+    assert set(result.timings_ms) == {"preprocess", "inference", "postprocess"}

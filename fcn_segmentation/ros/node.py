@@ -274,30 +274,32 @@ class SegmentationNode(Node):
         max_pixels = config["max_image_pixels"]
         rgb = compressed_to_rgb(msg, max_pixels) if isinstance(msg, CompressedImage) else image_to_rgb(msg, max_pixels)
         t1 = time.perf_counter()
-        want_overlay = config["publish_overlay"] and self.overlay_pub.get_subscription_count() > 0
-        want_confidence = config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0
-        result = self.segmenter(rgb, with_confidence=want_confidence)
+        result = self.segmenter(rgb)
         t2 = time.perf_counter()
         header = msg.header
-        # Every output is built only while someone subscribes: an unused one costs nothing.
+        # Every output is built only while someone subscribes: an unused one costs nothing. The class
+        # mask and the drivable area (what planners use) go out first, then the pictures.
         if config["publish_class_mask"] and self.class_mask_pub.get_subscription_count():
             self.class_mask_pub.publish(array_to_image(result.classes, "mono8", header))
-        want_colors = config["publish_color_mask"] and self.color_mask_pub.get_subscription_count() > 0
-        if want_colors or want_overlay:
-            colors = self.segmenter.colorize(result.classes)
-            if want_colors:
-                self.color_mask_pub.publish(array_to_image(colors, "rgb8", header))
-            if want_overlay:
-                self.overlay_pub.publish(array_to_image(overlay(rgb, colors, config["overlay_alpha"]), "rgb8", header))
-        if want_confidence:
-            self.confidence_pub.publish(array_to_image(result.confidence, "mono8", header))
         t3 = time.perf_counter()
         want_mask = config["publish_drivable_mask"] and self.drivable_mask_pub.get_subscription_count() > 0
         want_grid = config["publish_drivable_grid"] and self.drivable_grid_pub.get_subscription_count() > 0
         if want_mask or want_grid:
             self._publish_drivable(result.classes, header, want_mask, want_grid)
         t4 = time.perf_counter()
-        stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2) * 1e3, drivable=(t4 - t3) * 1e3)
+        want_colors = config["publish_color_mask"] and self.color_mask_pub.get_subscription_count() > 0
+        want_overlay = config["publish_overlay"] and self.overlay_pub.get_subscription_count() > 0
+        if want_colors or want_overlay:
+            colors = self.segmenter.colorize(result.classes)
+            if want_colors:
+                self.color_mask_pub.publish(array_to_image(colors, "rgb8", header))
+            if want_overlay:
+                self.overlay_pub.publish(array_to_image(overlay(rgb, colors, config["overlay_alpha"]), "rgb8", header))
+        if config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0:
+            self.confidence_pub.publish(array_to_image(result.confidence(), "mono8", header))
+        t5 = time.perf_counter()
+        stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2 + t5 - t4) * 1e3,
+                      drivable=(t4 - t3) * 1e3)
         self.stats.record((time.monotonic() - received) * 1e3, stages)
 
     def _publish_drivable(self, classes: np.ndarray, header, want_mask: bool, want_grid: bool) -> None:
