@@ -12,6 +12,7 @@ RECORD_NAME = "outputs.mcap"
 
 def add_bag_commands(subparsers) -> None:
     from .backends import BACKEND_NAMES
+    from .cli import parse_size
 
     make = subparsers.add_parser(
         "make-bag", help="write a CamVid-layout split as a rosbag2 (images, CameraInfo, labels)",
@@ -57,6 +58,9 @@ def add_bag_commands(subparsers) -> None:
     replay.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
     replay.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     replay.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    replay.add_argument("--input-size", type=parse_size, metavar="WxH",
+                        help="network input size (multiples of 32) for the node and the offline run; default: "
+                             "the model file's")
     replay.set_defaults(func=cmd_replay)
 
 
@@ -87,6 +91,8 @@ def cmd_replay(args) -> int:
         print("fcnseg replay: error: --node-param takes NAME:=VALUE", file=sys.stderr)
         return 2
     node_params = dict(item.split(":=", 1) for item in args.node_param)
+    if args.input_size:
+        node_params["network_image_height"], node_params["network_image_width"] = map(str, args.input_size)
     try:
         if args.offline:
             summary, report = _offline(args)
@@ -121,6 +127,6 @@ def _offline(args, **context):
     from .pipeline import Segmenter
     from .replay_report import replay_offline
 
-    backend, _ = create_backend(args.backend, args.model, device=args.device)
+    backend, _ = create_backend(args.backend, args.model, device=args.device, input_size=args.input_size)
     return replay_offline(args.bag, Segmenter(backend), args.topic, args.labels_topic, args.limit,
                           model=str(args.model), **context)

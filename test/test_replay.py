@@ -64,14 +64,15 @@ def test_sqlite3_bag_compared_with_the_offline_core(dds_env, sample_dir, bundled
     bag = _make_bag(sample_dir, tmp_path / "camvid_db3", "--format", "sqlite3", "--encoding", "bgr8", "--limit", "2")
     out = tmp_path / "report"
     assert main(["replay", str(bag), "--out", str(out), "--model", str(bundled_model), "--rate", "1.5",
-                 "--compare"]) == 0
+                 "--compare", "--input-size", "384x288"]) == 0
     report = _report(out)
     _assert_mostly_right(report, 2)
+    assert report["node_diagnostics"]["input_size"] == "384x288"
     offline = report["offline"]
     assert offline["mode"] == "offline"
     assert set(offline) == set(report) - {"offline"}
     _assert_mostly_right(offline, 2)
-    assert offline["miou"] == pytest.approx(report["miou"], abs=0.02)  # same frames, same model
+    assert offline["miou"] == pytest.approx(report["miou"], abs=0.02)  # same frames, model and input size
     sent = [f["sent_s"] for f in report["frames"]]
     assert sent[1] - sent[0] == pytest.approx(0.5 / 1.5, abs=0.1)  # 2 Hz in the bag, played 1.5x
     assert "offline (core, no DDS)" in (out / "report.md").read_text()
