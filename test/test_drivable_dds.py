@@ -18,7 +18,8 @@ from sensor_msgs.msg import CameraInfo  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
-    SegmentationClient, image_msg, image_to_array, publish_until_answered, spin_until, start_node, stop_node)
+    SegmentationClient, camera_info_msg, image_msg, image_to_array, publish_until_answered, spin_until, start_node,
+    stop_node)
 
 NS = "/drive_cam"
 
@@ -51,16 +52,6 @@ def running_node(dds_env, bundled_model, tmp_path_factory):
     assert stop_node(process) == 0, log.read_text()[-3000:]
 
 
-def _camera_info(width=480, height=360, fx=500.0):
-    info = CameraInfo()
-    info.width, info.height = width, height
-    info.k = [fx, 0.0, width / 2, 0.0, fx, height / 2, 0.0, 0.0, 1.0]
-    info.distortion_model = "plumb_bob"
-    info.d = [0.0] * 5
-    info.header.frame_id = "camera_optical_frame"
-    return info
-
-
 def _wait_for_grid(executor, grids, key, info_pub, info) -> bool:
     """Wait for the grid of frame ``key``, re-sending camera_info: a best-effort subscription may
     miss the first messages of a publisher it is still matching."""
@@ -89,14 +80,14 @@ def test_mask_without_camera_info_and_diagnostics_say_why_no_grid(running_node, 
 
 def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
     process, client, executor, grids, info_pub, log = running_node
-    info_pub.publish(_camera_info())
+    info_pub.publish(camera_info_msg(480, 360, 500.0))
     spin_until(executor, lambda: False, 0.5)
     # Frame 4: the road runs straight ahead (in frame 2 it bends to the right).
     msg = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
     key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
     assert publish_until_answered(executor, client, msg, ("mask",))
-    assert _wait_for_grid(executor, grids, key, info_pub, _camera_info()), log.read_text()[-2000:]
+    assert _wait_for_grid(executor, grids, key, info_pub, camera_info_msg(480, 360, 500.0)), log.read_text()[-2000:]
     grid = grids[key]
     assert grid.header.frame_id == "base_link"
     assert grid.info.resolution == pytest.approx(0.25)
@@ -109,7 +100,7 @@ def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
 
     # camera_info for the camera's full 960x720 resolution (the images are half size): the node
     # rebuilds its projection with scaled intrinsics and the grid is the same.
-    full_size = _camera_info(width=960, height=720, fx=1000.0)
+    full_size = camera_info_msg(960, 720, 1000.0)
     later = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
     later_key = (later.header.stamp.sec, later.header.stamp.nanosec)
     info_pub.publish(full_size)

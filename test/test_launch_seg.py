@@ -1,5 +1,5 @@
-"""launch_testing: seg.launch.py starts the node for a camera; sample frames go in over real DDS and
-class masks and diagnostics come back. Skipped where launch_testing / launch_ros are not installed
+"""launch_testing: seg.launch.py starts the node for a camera; sample frames and camera_info go in
+over real DDS and class masks, drivable-area mask and grid, and diagnostics come back. Skipped where launch_testing / launch_ros are not installed
 (docs/launch.md says how to run it)."""
 
 import random
@@ -8,6 +8,7 @@ import time
 import unittest
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Without launch_testing its pytest plugin is absent too and this skips the module as usual.
@@ -21,12 +22,13 @@ import yaml  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
 
 from launch_support import launch_for_test, missing_launch_requirement, set_environment  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
-    SegmentationClient, image_msg, image_to_array, publish_until_answered, spin_until, stamp_key)
+    SegmentationClient, camera_info_msg, image_msg, image_to_array, publish_until_answered, spin_until, stamp_key)
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA = "launch_test_cam"
@@ -60,8 +62,9 @@ class TestSegmentationNode(unittest.TestCase):
     def setUpClass(cls):
         cls.restore_environment = set_environment(DDS_ENV)
         rclpy.init()
-        cls.client = SegmentationClient(f"/{CAMERA}/image_raw", f"/{CAMERA}/segmentation", ("class_mask",),
-                                        name="launch_test_client")
+        cls.client = SegmentationClient(f"/{CAMERA}/image_raw", f"/{CAMERA}/segmentation",
+                                        ("class_mask", "drivable_mask", "drivable_grid"), name="launch_test_client")
+        cls.camera_info_pub = cls.client.create_publisher(CameraInfo, f"/{CAMERA}/camera_info", 5)  # reliable
         cls.executor = SingleThreadedExecutor()
         cls.executor.add_node(cls.client)
         # The node loads its model first; on a busy CI machine that takes a while.
@@ -98,6 +101,24 @@ class TestSegmentationNode(unittest.TestCase):
             self.assertEqual(stamp_key(mask.header), stamp_key(msg.header))
             road = read_label(label_path, 11) == ROAD
             self.assertGreater((image_to_array(mask)[road] == ROAD).mean(), 0.8, f"road not found in {image_path.name}")
+
+    def test_drivable_mask_and_grid_show_the_road_ahead(self):
+        image_path, label_path = split_pairs(ROOT / "sample" / "camvid_sample", "val")[4]  # road straight ahead
+        msg = image_msg(read_rgb(image_path), "rgb8", time.time_ns(), f"{CAMERA}_optical_frame")
+        info = camera_info_msg(480, 360, fx=500.0, frame_id=f"{CAMERA}_optical_frame")
+        self.assertTrue(publish_until_answered(self.executor, self.client, msg, ("drivable_mask", "drivable_grid"),
+                                               publish_companions=lambda: self.camera_info_pub.publish(info)),
+                        "no drivable mask and grid")
+        outputs = self.client.received[stamp_key(msg.header)].outputs
+        mask = image_to_array(outputs["drivable_mask"])
+        road = read_label(label_path, 11) == ROAD
+        self.assertGreater((mask[road] == 255).mean(), 0.8, "the road in front of the car is drivable")
+        grid = outputs["drivable_grid"]
+        self.assertEqual((grid.header.frame_id, stamp_key(grid.header)), ("base_link", stamp_key(msg.header)))
+        # config/seg.yaml: 0.1 m cells, 40 m ahead x 20 m wide, camera 1.5 m up looking level
+        values = np.asarray(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+        self.assertEqual(values.shape, (200, 400))
+        self.assertGreater((values[95:105, 50:150] == 0).mean(), 0.7, "free cells straight ahead, 5-15 m")
 
     def test_diagnostics_report_the_node_and_the_backend_argument(self):
         rgb = read_rgb(split_pairs(ROOT / "sample" / "camvid_sample", "val")[0][0])

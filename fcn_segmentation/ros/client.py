@@ -16,7 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from nav_msgs.msg import OccupancyGrid
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..defaults import dds_profile_environment
 from ..frames import decode_raw, encode_raw
@@ -87,6 +87,18 @@ def image_msg(rgb: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> I
     msg.step = len(data) // msg.height
     msg.data = data
     return msg
+
+
+def camera_info_msg(width: int, height: int, fx: float, frame_id: str = "camera_optical_frame") -> CameraInfo:
+    """A pinhole CameraInfo (fx = fy, principal point at the centre, zero plumb_bob distortion)."""
+    info = CameraInfo()
+    info.width, info.height = width, height
+    info.k = [fx, 0.0, width / 2, 0.0, fx, height / 2, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, width / 2, 0.0, 0.0, fx, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.distortion_model = "plumb_bob"
+    info.d = [0.0] * 5
+    info.header.frame_id = frame_id
+    return info
 
 
 def image_to_array(msg: Image) -> np.ndarray:
