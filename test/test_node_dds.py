@@ -167,3 +167,20 @@ def test_startup_errors_exit_non_zero_with_a_fix_it_message(dds_env, params, mes
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("gap_s", [0.001, 0.02])
+def test_a_repeated_stop_signal_still_shuts_down_cleanly(dds_env, bundled_model, tmp_path, gap_s):
+    """Ctrl-C under `ros2 launch` reaches the node twice: from the terminal and from launch."""
+    log = tmp_path / "node.log"
+    process = start_node({"model_path": str(bundled_model)}, remaps={"__ns": "/twice"}, log_path=str(log))
+    deadline = time.monotonic() + 120
+    while "listening on" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, log.read_text()
+    time.sleep(0.5)  # spinning
+    process.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0, log.read_text()[-3000:]
+    assert "Traceback" not in log.read_text()

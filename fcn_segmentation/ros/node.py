@@ -3,6 +3,7 @@ confidence, drivable-area mask and occupancy grid, and diagnostics. Image work h
 (``Segmenter``, ``drivable``); this file handles parameters, QoS, threading and messages."""
 
 import array
+import signal
 import sys
 import threading
 import time
@@ -407,10 +408,20 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (from the terminal and from launch):
+        # a repeat must not interrupt the clean-up, nor kill the process once rclpy has restored
+        # the default handlers.
+        _ignore_stop_signals()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_stop_signals()
     return 0
+
+
+def _ignore_stop_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
