@@ -10,7 +10,7 @@ import numpy as np
 
 from .data import read_rgb
 from .frames import decode_raw, encode_raw
-from .postprocess import class_map, resize_nearest
+from .postprocess import resize_nearest
 from .visualize import color_mask, palette_lut
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> flo
 
 
 def bench_backend(backend, rgb: np.ndarray, frames: int, warmup: int, message_builder=None) -> Dict:
-    """Time the node's per-frame work with ``backend``: decode a bgr8 buffer, preprocess, infer,
-    argmax + nearest upsample + palette lookup, and (when ROS is importable) build the messages."""
+    """Time the node's per-frame work with ``backend``: decode a bgr8 buffer, preprocess, infer +
+    argmax at network size, nearest upsample + palette lookup, and (when ROS is importable) build
+    the messages."""
     from .preprocess import Preprocessor
 
     info = backend.info
@@ -69,9 +70,9 @@ def bench_backend(backend, rgb: np.ndarray, frames: int, warmup: int, message_bu
         t1 = time.perf_counter()
         batch = preprocess(image)
         t2 = time.perf_counter()
-        scores = backend.infer(batch)
+        _, network_classes = backend.segment(batch)
         t3 = time.perf_counter()
-        classes = resize_nearest(class_map(scores), (height, width))
+        classes = resize_nearest(network_classes, (height, width))
         colors = color_mask(classes, lut)
         t4 = time.perf_counter()
         if message_builder is not None:

@@ -39,10 +39,9 @@ class Segmenter:
         t0 = time.perf_counter()
         batch = self.preprocess(rgb)
         t1 = time.perf_counter()
-        scores = self.backend.infer(batch)
+        scores, network_classes = self.backend.segment(batch)
         t2 = time.perf_counter()
         size = rgb.shape[:2]
-        network_classes = class_map(scores)
         if self.full_resolution_logits:
             scores = resize_scores(scores, size)
             classes = class_map(scores)

@@ -23,6 +23,19 @@ def test_onnxruntime_and_torch_agree(tiny_model_file):
     np.testing.assert_allclose(ort.infer(batch), torch_backend.infer(batch), atol=1e-3)
 
 
+def test_onnxruntime_takes_the_argmax_in_its_graph_as_numpy_would(bundled_model, sample_dir):
+    from fcn_segmentation.data import read_rgb
+    from fcn_segmentation.preprocess import Preprocessor
+
+    ort, _ = create_backend("onnxruntime", bundled_model, device="cpu")
+    info = ort.info
+    preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+    scores, classes = ort.segment(preprocess(read_rgb(sorted((sample_dir / "val").glob("*.png"))[0])))
+    assert classes.shape == (info.input_height, info.input_width) and classes.dtype == np.uint8
+    np.testing.assert_array_equal(classes, np.argmax(scores[0], axis=0))
+    assert len(np.unique(classes)) >= 5, "a street scene has several classes"
+
+
 def test_tensorrt_without_tensorrt_is_unavailable_with_a_reason(tiny_model_file):
     pytest.importorskip("torch")
     try:

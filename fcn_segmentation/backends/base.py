@@ -32,6 +32,14 @@ class Backend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Scores (1, C, h, w) and class ids (h, w) uint8 at the network's size. Backends that can
+        take the argmax faster than numpy (in their graph, on their device) override this."""
+        from ..postprocess import class_map
+
+        scores = self.infer(batch)
+        return scores, class_map(scores)
+
     def describe(self) -> str:
         return f"{self.name} ({self.device})"
 

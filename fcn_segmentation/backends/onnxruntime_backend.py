@@ -1,3 +1,5 @@
+from typing import Tuple
+
 import numpy as np
 
 from .base import Backend, BackendError, BackendUnavailable
@@ -20,11 +22,35 @@ class OnnxRuntimeBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=[provider])
+            self.session = ort.InferenceSession(with_class_ids(onnx_path), options, providers=[provider])
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
         self.device = device
         self.input_name = self.session.get_inputs()[0].name
+        self.scores_name = self.session.get_outputs()[0].name
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run([self.scores_name], {self.input_name: batch})[0]
+
+    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        scores, classes = self.session.run([self.scores_name, CLASS_IDS], {self.input_name: batch})
+        return scores, classes[0]
+
+
+CLASS_IDS = "class_ids"
+
+
+def with_class_ids(onnx_path) -> bytes:
+    """The model with a second output, the per-pixel argmax of its scores as uint8 (h, w): ONNX
+    Runtime's ArgMax takes under 1 ms where numpy's over the class axis takes ~5 ms (11 x 224 x 320).
+    Done in memory, so the file stays the plain scores graph that TensorRT and the tests see."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    scores = graph.output[0].name
+    graph.node.extend([helper.make_node("ArgMax", [scores], ["class_ids_int64"], axis=1, keepdims=0),
+                       helper.make_node("Cast", ["class_ids_int64"], [CLASS_IDS], to=TensorProto.UINT8)])
+    graph.output.append(helper.make_tensor_value_info(CLASS_IDS, TensorProto.UINT8, None))
+    return model.SerializeToString()
