@@ -96,7 +96,7 @@ def cmd_soak(args) -> int:
     result = soak_node(args.model, read_rgb(args.image or _sample_image()), rate_hz=args.rate, frames=args.frames,
                        backend=args.backend, log_path=str(out / "node.log"), input_size=args.input_size)
     (out / "soak.json").write_text(json.dumps(result, indent=2))
-    plot_soak(result, out / "soak_memory.png")
+    plot_soak(result, out / "soak.png")
     diag = result["node_diagnostics"]
     rss = result["rss_mb"]
     print(f"{result['frames_sent']} frames at {args.rate:g} Hz in {result['duration_s']:.0f} s: node processed "
@@ -106,7 +106,7 @@ def cmd_soak(args) -> int:
           f"ms, max {result['latency_ms']['max']:.0f} ms")
     print(f"node resident memory: start {rss['start']:.0f} MB, after warm-up {rss['settled']:.0f} MB, end "
           f"{rss['end']:.0f} MB ({rss['growth_percent_after_settling']:+.1f}% after warm-up)")
-    print(f"wrote {out / 'soak.json'} and {out / 'soak_memory.png'}")
+    print(f"wrote {out / 'soak.json'} and {out / 'soak.png'}")
     return 0 if result["node_exit_code"] == 0 else 1
 
 

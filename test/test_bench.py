@@ -1,5 +1,6 @@
 """The benchmark runs and reports every stage (speed targets live in its report, not in tests)."""
 
+import cv2
 import pytest
 
 from fcn_segmentation.bench import STAGES, format_report, model_gflops, run_bench
@@ -45,10 +46,10 @@ def test_node_latency_over_dds(bundled_model, sample_dir):
     assert result["node_diagnostics"]["input_size"] == "256x192", "the node runs at the benchmarked size"
 
 
-def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, sample_dir):
+def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, sample_dir, tmp_path):
     pytest.importorskip("rclpy", reason="rclpy is not installed")
     from fcn_segmentation.data import read_rgb
-    from fcn_segmentation.ros.bench_dds import soak_node
+    from fcn_segmentation.ros.bench_dds import plot_soak, soak_node
 
     rgb = read_rgb(sorted((sample_dir / "val").glob("*.png"))[0])
     result = soak_node(bundled_model, rgb, rate_hz=60.0, frames=120)
@@ -59,3 +60,7 @@ def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, samp
     assert diag["dropped"] > 0, "60 Hz is faster than inference on a CPU: the newest-frame policy drops"
     assert 0 < result["masks_received"] <= diag["processed"]
     assert result["rss_mb"]["end"] > 100 and len(result["memory_curve"]) >= 3
+    assert len(result["latency_curve"]) == result["masks_received"]
+    assert all(0 <= sent <= result["duration_s"] and latency > 0 for sent, latency in result["latency_curve"])
+    plot_soak(result, tmp_path / "soak.png")
+    assert cv2.imread(str(tmp_path / "soak.png")) is not None

@@ -150,7 +150,9 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
         elapsed = time.monotonic() - started
     warm_up_key = divmod(node.start_ns, 1_000_000_000)
     keys = [k for k in node.client.sent_at if k != warm_up_key]
-    latencies = [v for v in (node.client.latency_ms(k) for k in keys) if v is not None]
+    latency_curve = [(node.client.sent_at[k] - started, v) for k in keys
+                     if (v := node.client.latency_ms(k)) is not None]  # (seconds since start, ms)
+    latencies = [v for _, v in latency_curve]
     values = np.asarray(latencies) if latencies else np.asarray([np.nan])
     # Memory after the first 10% of the run, so allocator warm-up is not counted as growth.
     settled = memory[min(len(memory) - 1, max(1, len(memory) // 10))][1]
@@ -160,22 +162,29 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
                            "max": float(np.nanmax(values))},
             "rss_mb": {"start": memory[0][1], "settled": settled, "end": memory[-1][1],
                        "growth_percent_after_settling": 100 * (memory[-1][1] - settled) / settled},
-            "memory_curve": memory, "node_diagnostics": node_stats, "node_exit_code": node.exit_code}
+            "memory_curve": memory, "latency_curve": latency_curve, "node_diagnostics": node_stats,
+            "node_exit_code": node.exit_code}
 
 
 def plot_soak(result, path) -> None:
+    """Node memory and publish -> mask latency over the run, one above the other."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, (memory_ax, latency_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     times, mb = zip(*result["memory_curve"])
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.plot(times, mb, marker=".")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("node resident memory (MB)")
-    ax.set_ylim(0, max(mb) * 1.2)
-    ax.set_title(f"{result['frames_sent']} frames at {result['rate_hz']:g} Hz: {result['masks_received']} masks, "
-                 f"RSS {result['rss_mb']['settled']:.0f} -> {result['rss_mb']['end']:.0f} MB")
+    memory_ax.plot(times, mb, marker=".")
+    memory_ax.set_ylabel("node resident memory (MB)")
+    memory_ax.set_ylim(0, max(mb) * 1.2)
+    memory_ax.set_title(f"{result['frames_sent']} frames at {result['rate_hz']:g} Hz: {result['masks_received']} "
+                        f"masks, RSS {result['rss_mb']['settled']:.0f} -> {result['rss_mb']['end']:.0f} MB")
+    if result["latency_curve"]:
+        sent, latency = zip(*result["latency_curve"])
+        latency_ax.plot(sent, latency, ".", markersize=2)
+        latency_ax.set_ylim(0, max(latency) * 1.2)
+    latency_ax.set_ylabel("publish -> mask (ms)")
+    latency_ax.set_xlabel("seconds")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
