@@ -83,3 +83,28 @@ def test_bench_output_list_always_measures_the_class_mask_and_refuses_unknown_na
     assert output_list("class_mask") == ("class_mask",)
     with pytest.raises(argparse.ArgumentTypeError, match=r"unknown outputs \['overlays'\]"):
         output_list("overlays")
+
+
+def test_quantize_writes_an_int8_model_that_the_onnxruntime_backend_runs(bundled_model, sample_dir, tmp_path):
+    import shutil
+
+    import onnx
+
+    from fcn_segmentation.backends import create_backend
+    from fcn_segmentation.data import read_rgb
+    from fcn_segmentation.preprocess import Preprocessor
+
+    model = tmp_path / bundled_model.name  # the FP32 export is cached beside it
+    shutil.copy(bundled_model, model)
+    int8 = tmp_path / "int8.onnx"
+    assert main(["quantize", "--model", str(model), "--calibration-data", str(sample_dir),
+                 "--calibration-split", "val", "--num-images", "3", "--out", str(int8)]) == 0
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    fp32, _ = create_backend("onnxruntime", model, device="cpu")
+    quantized, _ = create_backend("onnxruntime", model, device="cpu", onnx_path=int8)
+    info = fp32.info
+    batch = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)(
+        read_rgb(sorted((sample_dir / "val").glob("*.png"))[0]))
+    agreement = (fp32.segment(batch)[1] == quantized.segment(batch)[1]).mean()
+    assert agreement > 0.9, f"INT8 and FP32 class ids agree on {agreement:.1%} of pixels"
