@@ -88,9 +88,12 @@ def test_round_trip_masks_match_header_size_and_ground_truth(node_process, clien
 def _bad_frames():
     good = np.zeros((8, 8, 3), np.uint8)
     bad = []
+    # unknown encoding, zero width, step < width x 3, data shorter / longer than step x height,
+    # odd width for 4:2:2, huge dimensions
     for encoding, width, height, step, size in (("32FC1", 8, 8, 32, 256), ("rgb8", 0, 8, 24, 0),
                                                 ("rgb8", 8, 8, 10, 80), ("rgb8", 8, 8, 24, 100),
-                                                ("yuv422", 7, 8, 14, 112)):
+                                                ("rgb8", 8, 8, 24, 300), ("yuv422", 7, 8, 14, 112),
+                                                ("rgb8", 100_000, 100_000, 300_000, 192)):
         msg = image_msg(good, "rgb8", time.time_ns(), "bad")
         msg.encoding, msg.width, msg.height, msg.step, msg.data = encoding, width, height, step, bytes(size)
         bad.append(msg)
@@ -110,7 +113,7 @@ def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_processed(no
         spin_until(executor, lambda: False, 0.3)  # one at a time: newest-frame processing may drop a burst
     good = image_msg(read_rgb(split_pairs(sample_dir, "val")[0][0]), "rgb8", time.time_ns(), "good")
     assert publish_until_answered(executor, node, good)
-    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before + 5, 10)
+    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before + 7, 10)
     assert process.poll() is None
     text = log.read_text()
     assert "unsupported encoding '32FC1'" in text and "rejected frame" in text
@@ -129,6 +132,14 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
     executor.add_node(node)
     try:
         _connect(node, executor, process, log)
+        corrupt = CompressedImage()
+        corrupt.header.frame_id, corrupt.format = "zipped_cam", "jpeg"
+        corrupt.data = b"\xff\xd8\xff\xe0 not really a jpeg"
+
+        def corrupt_frame_named():
+            node.publish(corrupt)  # re-sent: a best-effort subscription may miss a first message
+            return "could not be decoded" in log.read_text()
+        assert spin_until(executor, corrupt_frame_named, 20, step=0.3), log.read_text()[-2000:]
         rgb = read_rgb(split_pairs(sample_dir, "val")[1][0])
         msg = CompressedImage()
         msg.header.stamp.sec, msg.header.frame_id = 42, "zipped_cam"
@@ -139,6 +150,7 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
         assert (out.width, out.height, out.header.frame_id) == (480, 360, "zipped_cam")
         assert "backend torch (cpu)" in log.read_text()
         assert "network input 480x352" in log.read_text()
+        assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= 1, 5)
     finally:
         executor.shutdown()
         node.destroy_node()
