@@ -27,7 +27,7 @@ setup(
     maintainer_email="perception@example.com",
     description="FCN semantic segmentation node for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},  # colcon test runs pytest when it sees this
     entry_points={
         "console_scripts": [
             "segmentation_node = fcn_segmentation.ros.node:main",

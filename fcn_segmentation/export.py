@@ -3,6 +3,8 @@
 import hashlib
 import json
 import logging
+import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -21,7 +23,9 @@ OPSET = 17
 def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[int] = None,
                 width: Optional[int] = None) -> Path:
     """Export with a static (1, 3, H, W) input (TensorRT builds fastest engines for static shapes);
-    the model's metadata goes into ``metadata_props`` under the key ``fcn_segmentation``."""
+    the model's metadata goes into ``metadata_props`` under the key ``fcn_segmentation``. The file
+    appears whole or not at all: nodes starting together (one per camera) may export the same model
+    to the same cache path at once."""
     import onnx
 
     height, width = height or info.input_height, width or info.input_width
@@ -29,7 +33,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     dummy = torch.zeros(1, 3, height, width)
-    tmp = path.with_suffix(".tmp.onnx")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.onnx")  # this process's own
     with warnings.catch_warnings():  # tracer notes about the (static) padding branch are expected
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -41,8 +45,8 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     entry = graph.metadata_props.add()
     entry.key, entry.value = "fcn_segmentation", json.dumps(meta)
     onnx.checker.check_model(graph)
-    onnx.save(graph, str(path))
-    tmp.unlink()
+    onnx.save(graph, str(tmp))
+    os.replace(tmp, path)
     return path
 
 

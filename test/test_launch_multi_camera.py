@@ -41,24 +41,20 @@ def generate_test_description():
 class TestOneNodePerCamera(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.restore_environment = set_environment(DDS_ENV)
+        # Class cleanups run even when setUpClass fails, so rclpy is shut down for the next module.
+        cls.addClassCleanup(set_environment(DDS_ENV))
         rclpy.init()
+        cls.addClassCleanup(rclpy.try_shutdown)
         cls.executor = SingleThreadedExecutor()
+        cls.addClassCleanup(cls.executor.shutdown)
         cls.clients = {camera: SegmentationClient(f"/{camera}/image_raw", f"/{camera}/segmentation",
                                                   name=f"{camera}_client") for camera in CAMERAS}
         for client in cls.clients.values():
+            cls.addClassCleanup(client.destroy_node)
             cls.executor.add_node(client)
         # Both nodes load their model at once; on a busy CI machine that takes a while.
         assert spin_until(cls.executor, lambda: all(c.connected() for c in cls.clients.values()), 240), \
             "the launched nodes never matched the clients"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.executor.shutdown()
-        for client in cls.clients.values():
-            client.destroy_node()
-        rclpy.try_shutdown()
-        cls.restore_environment()
 
     def test_each_camera_has_its_own_node(self):
         nodes = {("fcn_segmentation", f"/{camera}") for camera in CAMERAS}

@@ -60,22 +60,19 @@ def generate_test_description():
 class TestSegmentationNode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.restore_environment = set_environment(DDS_ENV)
+        # Class cleanups run even when setUpClass fails, so rclpy is shut down for the next module.
+        cls.addClassCleanup(set_environment(DDS_ENV))
         rclpy.init()
+        cls.addClassCleanup(rclpy.try_shutdown)
+        cls.executor = SingleThreadedExecutor()
+        cls.addClassCleanup(cls.executor.shutdown)
         cls.client = SegmentationClient(f"/{CAMERA}/image_raw", f"/{CAMERA}/segmentation",
                                         ("class_mask", "drivable_mask", "drivable_grid"), name="launch_test_client")
+        cls.addClassCleanup(cls.client.destroy_node)
         cls.camera_info_pub = cls.client.create_publisher(CameraInfo, f"/{CAMERA}/camera_info", 5)  # reliable
-        cls.executor = SingleThreadedExecutor()
         cls.executor.add_node(cls.client)
         # The node loads its model first; on a busy CI machine that takes a while.
         assert spin_until(cls.executor, cls.client.connected, 180), "the launched node never matched the client"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.executor.shutdown()
-        cls.client.destroy_node()
-        rclpy.try_shutdown()
-        cls.restore_environment()
 
     def send(self, rgb, frame_id: str):
         msg = image_msg(rgb, "rgb8", time.time_ns(), frame_id)

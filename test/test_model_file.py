@@ -56,3 +56,20 @@ def test_onnx_uses_only_tensorrt_friendly_static_operators(tiny_model_file, tmp_
     assert dims == [1, 3, 64, 96], "input shape must be static"
     out_dims = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
     assert out_dims == [1, 11, 64, 96]
+
+
+def test_processes_exporting_to_the_same_path_at_once_all_succeed(tiny_model_file, tmp_path):
+    """Nodes started together (one per camera) export the same model to the same cache path."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fcn_segmentation.export import export_onnx\n"
+            "from fcn_segmentation.model.model_file import load_model_file\n"
+            "model, info = load_model_file(sys.argv[1])\nexport_onnx(model, info, sys.argv[2])\n")
+    target = tmp_path / "shared.onnx"
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(tiny_model_file), str(target)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert [path.name for path in tmp_path.iterdir()] == ["shared.onnx"], "no temporary files left"
+    assert read_onnx_info(target).class_names == load_model_file(tiny_model_file)[1].class_names
