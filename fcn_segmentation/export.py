@@ -4,7 +4,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -12,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .files import private_temp_path
 from .model.model_file import ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     dummy = torch.zeros(1, 3, height, width)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.onnx")  # this process's own
+    tmp = private_temp_path(path, ".onnx")
     with warnings.catch_warnings():  # tracer notes about the (static) padding branch are expected
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

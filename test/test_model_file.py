@@ -73,3 +73,12 @@ def test_processes_exporting_to_the_same_path_at_once_all_succeed(tiny_model_fil
         assert process.wait(timeout=300) == 0, process.stderr.read()
     assert [path.name for path in tmp_path.iterdir()] == ["shared.onnx"], "no temporary files left"
     assert read_onnx_info(target).class_names == load_model_file(tiny_model_file)[1].class_names
+
+
+def test_private_temp_paths_are_beside_the_target_and_never_repeat(tmp_path):
+    from fcn_segmentation.files import private_temp_path
+
+    names = {private_temp_path(tmp_path / "engine.plan") for _ in range(100)}
+    assert len(names) == 100
+    assert all(name.parent == tmp_path and name.name.startswith(".engine.plan.") for name in names)
+    assert private_temp_path(tmp_path / "m.onnx", ".onnx").suffix == ".onnx"  # onnx.save wants the suffix

@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..files import private_temp_path
 from .base import Backend, BackendError, BackendUnavailable
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def engine_cache_key(onnx_path, trt_version: str, gpu_name: str, precision: str,
 def write_engine(path: Path, key: str, engine_bytes: bytes) -> None:
     """Engine file = magic, key line, then the serialised engine; written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = private_temp_path(path)  # nodes starting together may build the same engine
     tmp.write_bytes(ENGINE_MAGIC + key.encode() + b"\n" + engine_bytes)
     tmp.replace(path)
 

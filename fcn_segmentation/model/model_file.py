@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..files import private_temp_path
 from .backbones import build_backbone
 from .fcn import FCN
 
@@ -61,7 +62,7 @@ def save_model_file(path, model: FCN, info: ModelInfo) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = private_temp_path(path)
     torch.save({"format": FORMAT, "info": info.to_json(), "state_dict": state}, tmp)
     tmp.replace(path)
 
