@@ -81,4 +81,4 @@ def test_private_temp_paths_are_beside_the_target_and_never_repeat(tmp_path):
     names = {private_temp_path(tmp_path / "engine.plan") for _ in range(100)}
     assert len(names) == 100
     assert all(name.parent == tmp_path and name.name.startswith(".engine.plan.") for name in names)
-    assert private_temp_path(tmp_path / "m.onnx", ".onnx").suffix == ".onnx"  # onnx.save wants the suffix
+    assert private_temp_path(tmp_path / "m.onnx", ".onnx").suffix == ".onnx"  # tools that go by the suffix
