@@ -196,3 +196,20 @@ def test_a_repeated_stop_signal_still_shuts_down_cleanly(dds_env, bundled_model,
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=20) == 0, log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
+
+
+def test_an_unwritable_onnx_cache_is_a_startup_error_that_says_what_to_check(dds_env, bundled_model, tmp_path):
+    import shutil
+
+    from fcn_segmentation.export import onnx_cache_path
+    from fcn_segmentation.model.model_file import load_model_file
+    from fcn_segmentation.ros.client import node_command
+
+    model = tmp_path / bundled_model.name
+    shutil.copy(bundled_model, model)
+    onnx_cache_path(model, load_model_file(model)[1]).mkdir()  # a folder where the ONNX file must go
+    result = subprocess.run(node_command({"model_path": str(model), "backend": "onnxruntime"}),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "startup error:" in result.stderr and "are writable" in result.stderr
+    assert "Traceback" not in result.stderr

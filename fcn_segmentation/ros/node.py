@@ -148,6 +148,9 @@ class SegmentationNode(Node):
                 input_size=(height, width) if width else None)
         except (ModelFileError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
+        except OSError as exc:  # e.g. the ONNX or engine cache folder is not writable, or the disk is full
+            raise StartupError(f"{exc}; check that the model's folder or ~/.cache/fcn_segmentation (ONNX "
+                               "cache) and engine_cache_dir are writable") from exc
         for reason in skipped:
             self.get_logger().info(f"backend not used: {reason}")
         self.segmenter = Segmenter(backend, full_resolution_logits=self.config["full_resolution_logits"])
