@@ -18,15 +18,4 @@ for config in "fcn32s" "fcn16s" "fcn8s" "fcn8s --fixed-upsampling"; do
   [ -f "$out/$name.json" ] || "$fcnseg" evaluate --data "$data" --split val --model "$out/$name.pt" \
       --backend onnxruntime --json "$out/$name.json"
 done
-"${PYTHON:-$root/.venv/bin/python}" - "$out" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-print("| model | upsampling | val mIoU | val pixel acc | Pole | SignSymbol | Pedestrian | Bicyclist |")
-print("|---|---|---|---|---|---|---|---|")
-for name in ("fcn32s", "fcn16s", "fcn8s", "fcn8s_fixed"):
-    r = json.loads((out / f"{name}.json").read_text())
-    c = r["per_class_iou"]
-    print(f"| {name.split('_')[0]} | {'fixed bilinear' if 'fixed' in name else 'learned (bilinear init)'} "
-          f"| {r['miou']:.3f} | {r['pixel_accuracy']:.3f} | {c['Pole']:.3f} | {c['SignSymbol']:.3f} "
-          f"| {c['Pedestrian']:.3f} | {c['Bicyclist']:.3f} |")
-PY
+"${PYTHON:-$root/.venv/bin/python}" "$root/scripts/tables.py" ablation "$out"

@@ -12,14 +12,4 @@ for size in 320x224 384x288 480x352 640x480; do
   "$fcnseg" evaluate --data "$data" --split val --backend onnxruntime --input-size "$size" --json "$out/val_$size.json" > /dev/null
   "$fcnseg" bench --no-dds --frames 30 --input-size "$size" --json "$out/bench_$size.json" > /dev/null
 done
-"$python" - "$out" <<'PY'
-import json, sys, pathlib
-out = pathlib.Path(sys.argv[1])
-print("| network input | val mIoU (480x360) | GFLOP/frame | ONNX Runtime CPU total p50 | fps |")
-print("|---|---|---|---|---|")
-for size in ("320x224", "384x288", "480x352", "640x480"):
-    val = json.loads((out / f"val_{size}.json").read_text())
-    bench = json.loads((out / f"bench_{size}.json").read_text())
-    ort = bench["backends"]["onnxruntime-cpu"]
-    print(f"| {size} | {val['miou']:.3f} | {bench['gflops_per_frame']:.2f} | {ort['total']['p50']:.1f} ms | {ort['fps']:.1f} |")
-PY
+"$python" "$root/scripts/tables.py" resolution "$out"
