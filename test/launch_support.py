@@ -51,3 +51,18 @@ def set_environment(env: dict):
             else:
                 os.environ[name] = value
     return restore
+
+
+def open_dds_session(test_class, env: dict):
+    """For a launch test class: set ``env`` (the test's DDS domain), init rclpy and return an
+    executor, each undone by a class cleanup, which unittest runs even when setUpClass fails, so
+    the next test module can init rclpy again."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    test_class.addClassCleanup(set_environment(env))
+    rclpy.init()
+    test_class.addClassCleanup(rclpy.try_shutdown)
+    executor = SingleThreadedExecutor()
+    test_class.addClassCleanup(executor.shutdown)
+    return executor

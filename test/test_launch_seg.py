@@ -17,14 +17,12 @@ launch_testing = pytest.importorskip(
 
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-import rclpy  # noqa: E402
 import yaml  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
-from launch_support import launch_for_test, missing_launch_requirement, set_environment  # noqa: E402
+from launch_support import launch_for_test, missing_launch_requirement, open_dds_session  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -60,12 +58,7 @@ def generate_test_description():
 class TestSegmentationNode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        # Class cleanups run even when setUpClass fails, so rclpy is shut down for the next module.
-        cls.addClassCleanup(set_environment(DDS_ENV))
-        rclpy.init()
-        cls.addClassCleanup(rclpy.try_shutdown)
-        cls.executor = SingleThreadedExecutor()
-        cls.addClassCleanup(cls.executor.shutdown)
+        cls.executor = open_dds_session(cls, DDS_ENV)
         cls.client = SegmentationClient(f"/{CAMERA}/image_raw", f"/{CAMERA}/segmentation",
                                         ("class_mask", "drivable_mask", "drivable_grid"), name="launch_test_client")
         cls.addClassCleanup(cls.client.destroy_node)
