@@ -18,9 +18,12 @@ STAGES = ("decode", "preprocess", "inference", "postprocess", "publish")
 
 
 def percentiles(values_ms: List[float]) -> Dict[str, float]:
+    """p50, p95, mean and max of timings in ms; NaN for each when there are none."""
     values = np.asarray(values_ms, np.float64)
+    if not values.size:
+        return dict.fromkeys(("p50", "p95", "mean", "max"), float("nan"))
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-            "mean": float(values.mean())}
+            "mean": float(values.mean()), "max": float(values.max())}
 
 
 def model_gflops(model, height: int, width: int) -> float:

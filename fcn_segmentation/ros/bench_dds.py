@@ -14,6 +14,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from tqdm import tqdm
 
+from ..bench import percentiles
 from .client import SegmentationClient, image_msg, publish_until_answered, spin_until, stamp_key, start_node, \
     stop_node, use_large_image_dds_profile
 
@@ -81,12 +82,6 @@ def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optiona
         session.exit_code = stop_node(process)
 
 
-def _percentiles(values) -> dict:
-    values = np.asarray(values)
-    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-            "max": float(values.max())}
-
-
 @private_dds_domain()
 def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
                         timeout: float = 60.0, log_path: str = None, input_size: Optional[Tuple[int, int]] = None,
@@ -108,7 +103,7 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
     if not latencies:
         raise RuntimeError(f"no frame was answered within 10 s (see {log_path or 'the node log'})")
     return {"frames": len(latencies), "lost": frames - len(latencies), "outputs": list(outputs),
-            "latency": _percentiles(latencies), "latency_all_outputs": _percentiles(all_latencies),
+            "latency": percentiles(latencies), "latency_all_outputs": percentiles(all_latencies),
             "node_diagnostics": node_stats}
 
 
@@ -153,13 +148,11 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
     latency_curve = [(node.client.sent_at[k] - started, v) for k in keys
                      if (v := node.client.latency_ms(k)) is not None]  # (seconds since start, ms)
     latencies = [v for _, v in latency_curve]
-    values = np.asarray(latencies) if latencies else np.asarray([np.nan])
     # Memory after the first 10% of the run, so allocator warm-up is not counted as growth.
     settled = memory[min(len(memory) - 1, max(1, len(memory) // 10))][1]
     return {"frames_sent": frames, "masks_received": len(latencies), "rate_hz": rate_hz,
             "duration_s": elapsed, "processed_fps": len(latencies) / elapsed,
-            "latency_ms": {"p50": float(np.nanpercentile(values, 50)), "p95": float(np.nanpercentile(values, 95)),
-                           "max": float(np.nanmax(values))},
+            "latency_ms": percentiles(latencies),
             "rss_mb": {"start": memory[0][1], "settled": settled, "end": memory[-1][1],
                        "growth_percent_after_settling": 100 * (memory[-1][1] - settled) / settled},
             "memory_curve": memory, "latency_curve": latency_curve, "node_diagnostics": node_stats,
