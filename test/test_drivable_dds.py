@@ -1,7 +1,6 @@
 """The drivable-area outputs of the node over real DDS: mask, occupancy grid, camera_info handling,
 run-time parameter validation."""
 
-import threading
 import time
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
 
-from nav_msgs.msg import OccupancyGrid  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
@@ -31,64 +29,57 @@ def running_node(dds_env, bundled_model, tmp_path_factory):
                           "grid_resolution": 0.25},
                          remaps={"__ns": NS, "image": f"{NS}/image_raw"}, log_path=str(log))
     rclpy.init()
-    client = SegmentationClient(f"{NS}/image_raw", f"{NS}/drivable_area", ("mask",), name="drivable_client")
-    grids, lock = {}, threading.Lock()
-
-    def on_grid(msg):
-        with lock:
-            grids[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = msg
-
-    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    client.create_subscription(OccupancyGrid, f"{NS}/drivable_area/grid", on_grid, qos)
-    info_pub = client.create_publisher(CameraInfo, f"{NS}/camera_info", qos)
+    client = SegmentationClient(f"{NS}/image_raw", f"{NS}/segmentation", ("drivable_mask", "drivable_grid"),
+                                name="drivable_client")
+    info_pub = client.create_publisher(CameraInfo, f"{NS}/camera_info",
+                                       QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
     executor = SingleThreadedExecutor()
     executor.add_node(client)
     assert spin_until(executor, lambda: client.connected() or process.poll() is not None, 60)
     assert process.poll() is None, log.read_text()
-    yield process, client, executor, grids, info_pub, log
+    yield process, client, executor, info_pub, log
     executor.shutdown()
     client.destroy_node()
     rclpy.try_shutdown()
     assert stop_node(process) == 0, log.read_text()[-3000:]
 
 
-def _wait_for_grid(executor, grids, key, info_pub, info) -> bool:
-    """Wait for the grid of frame ``key``, re-sending camera_info: a best-effort subscription may
-    miss the first messages of a publisher it is still matching."""
-    def arrived():
-        if key not in grids:
-            info_pub.publish(info)
-        return key in grids
-    return spin_until(executor, arrived, 20)
+def _outputs(client, msg):
+    return client.received[(msg.header.stamp.sec, msg.header.stamp.nanosec)].outputs
+
+
+def _mask_and_grid(executor, client, msg, info_pub, info) -> bool:
+    """Send the frame until its drivable mask and grid come back, re-sending camera_info with it: a
+    best-effort subscription may miss the first messages of a publisher it is still matching."""
+    return publish_until_answered(executor, client, msg, ("drivable_mask", "drivable_grid"), timeout=20,
+                                  publish_companions=lambda: info_pub.publish(info))
 
 
 def test_mask_without_camera_info_and_diagnostics_say_why_no_grid(running_node, sample_dir):
-    process, client, executor, grids, info_pub, log = running_node
+    process, client, executor, info_pub, log = running_node
     image_path, label_path = split_pairs(sample_dir, "val")[0]
     msg = image_msg(read_rgb(image_path), "rgb8", time.time_ns(), "camera_optical_frame")
-    assert publish_until_answered(executor, client, msg, ("mask",))
-    mask_msg = client.received[(msg.header.stamp.sec, msg.header.stamp.nanosec)].outputs["mask"]
+    assert publish_until_answered(executor, client, msg, ("drivable_mask",))
+    mask_msg = _outputs(client, msg)["drivable_mask"]
     assert (mask_msg.encoding, mask_msg.width, mask_msg.height) == ("mono8", 480, 360)
     mask = image_to_array(mask_msg)
     assert set(np.unique(mask)) <= {0, 255}
     road = read_label(label_path, 11) == 3
     assert (mask[road] == 255).mean() > 0.8, "the road in front of the car is drivable"
     assert (mask[~road] == 0).mean() > 0.9
-    assert not grids
+    assert not any("drivable_grid" in entry.outputs for entry in client.received.values())
     assert spin_until(executor, lambda: "no camera_info" in client.last_diagnostic_values().get("drivable_grid", ""), 5)
 
 
 def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
-    process, client, executor, grids, info_pub, log = running_node
+    process, client, executor, info_pub, log = running_node
     info_pub.publish(camera_info_msg(480, 360, 500.0))
     spin_until(executor, lambda: False, 0.5)
     # Frame 4: the road runs straight ahead (in frame 2 it bends to the right).
     msg = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
-    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
-    assert publish_until_answered(executor, client, msg, ("mask",))
-    assert _wait_for_grid(executor, grids, key, info_pub, camera_info_msg(480, 360, 500.0)), log.read_text()[-2000:]
-    grid = grids[key]
+    assert _mask_and_grid(executor, client, msg, info_pub, camera_info_msg(480, 360, 500.0)), log.read_text()[-2000:]
+    grid = _outputs(client, msg)["drivable_grid"]
     assert grid.header.frame_id == "base_link"
     assert grid.info.resolution == pytest.approx(0.25)
     assert (grid.info.width, grid.info.height) == (160, 80)  # 40 m ahead x 20 m wide
@@ -102,18 +93,17 @@ def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
     # rebuilds its projection with scaled intrinsics and the grid is the same.
     full_size = camera_info_msg(960, 720, 1000.0)
     later = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
-    later_key = (later.header.stamp.sec, later.header.stamp.nanosec)
     info_pub.publish(full_size)
     spin_until(executor, lambda: False, 0.5)
-    assert publish_until_answered(executor, client, later, ("mask",))
-    assert _wait_for_grid(executor, grids, later_key, info_pub, full_size)
-    rebuilt = np.asarray(grids[later_key].data, np.int8).reshape(grid.info.height, grid.info.width)
+    assert _mask_and_grid(executor, client, later, info_pub, full_size)
+    rebuilt = np.asarray(_outputs(client, later)["drivable_grid"].data, np.int8).reshape(grid.info.height,
+                                                                                       grid.info.width)
     np.testing.assert_array_equal(rebuilt, values)
     assert log.read_text().count("ground projection built") == 2
 
 
 def test_runtime_parameters_are_validated(running_node):
-    process, client, executor, grids, info_pub, log = running_node
+    process, client, executor, info_pub, log = running_node
     parameters = AsyncParameterClient(client, f"{NS}/fcn_segmentation")
     assert parameters.wait_for_services(10.0)
 
