@@ -126,7 +126,8 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
 
 
 def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_onnx: Optional[str] = None,
-              threads: Optional[int] = None, input_size=None) -> Dict:
+              threads: Optional[int] = None, input_size=None, operators: bool = False) -> Dict:
+    """``operators``: also profile ONNX Runtime per operator type and node (after the timed runs)."""
     import os
 
     import torch
@@ -153,6 +154,11 @@ def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_on
         result = bench_backend(backend, rgb, frames, warmup, builder)
         result["backend"] = backend.describe()
         result["achieved_gflops"] = report["gflops_per_frame"] / (result["inference"]["p50"] / 1e3)
+        if operators and hasattr(backend, "operator_profile"):
+            from .preprocess import Preprocessor
+
+            batch = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)(rgb)
+            result["operator_profile"] = backend.operator_profile(batch, frames)
         report["backends"][label] = result
     if "torch-cpu" in report["backends"] and "onnxruntime-cpu" in report["backends"]:
         report["onnxruntime_vs_torch_cpu_speedup"] = (report["backends"]["onnxruntime-cpu"]["fps"]
@@ -189,6 +195,15 @@ def format_report(report: Dict) -> str:
             every = dds["latency_all_outputs"]
             lines.append(f"  with {', '.join(dds['outputs'])} subscribed: publish -> last of them p50 "
                          f"{every['p50']:.1f} ms, p95 {every['p95']:.1f} ms")
+    for label, r in report["backends"].items():
+        profile = r.get("operator_profile")
+        if profile:
+            total = profile["total_ms"]
+            lines.append(f"\n{label} operators, ms per frame (ONNX Runtime profiler, {total:.1f} ms in all): "
+                         + ", ".join(f"{op} {ms:.2f} ({100 * ms / total:.0f}%)"
+                                     for op, ms in list(profile["operators_ms"].items())[:6]))
+            lines.append("  slowest nodes: " + ", ".join(f"{n['node']} ({n['operator']}) {n['ms']:.2f}"
+                                                         for n in profile["slowest_nodes_ms"]))
     for reason in report.get("skipped_backends", []):
         lines.append(f"not measured: {reason}")
     return "\n".join(lines)

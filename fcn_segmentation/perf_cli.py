@@ -68,7 +68,7 @@ def cmd_bench(args) -> int:
 
     image = args.image or _sample_image()
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
-                       threads=args.threads, input_size=args.input_size)
+                       threads=args.threads, input_size=args.input_size, operators=args.operators)
     if not args.no_dds:
         from .data import read_rgb
         from .ros.bench_dds import bench_node_over_dds
@@ -138,6 +138,8 @@ def add_perf_commands(sub) -> None:
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--int8-onnx", help="also time this INT8 model (from `fcnseg quantize`)")
+    bench.add_argument("--operators", action="store_true",
+                       help="also profile ONNX Runtime per operator type and slowest nodes")
     bench.add_argument("--no-dds", action="store_true", help="skip the node-over-DDS measurement")
     bench.add_argument("--dds-outputs", type=output_list, default=("class_mask",), metavar="NAME,...",
                        help=f"node outputs to subscribe to over DDS, of {','.join(BENCH_OUTPUTS)} (default "

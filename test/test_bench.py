@@ -20,6 +20,21 @@ def test_bench_reports_every_stage_for_cpu_backends(bundled_model, sample_dir):
     assert "| onnxruntime-cpu |" in text and "not measured: tensorrt" in text
 
 
+def test_operator_profile_names_where_onnx_runtime_spends_the_time(bundled_model, sample_dir):
+    image = sorted((sample_dir / "val").glob("*.png"))[0]
+    report = run_bench(bundled_model, image, frames=2, warmup=1, input_size=(192, 256), operators=True)
+    assert "operator_profile" not in report["backends"]["torch-cpu"], "only ONNX Runtime has a profiler here"
+    profile = report["backends"]["onnxruntime-cpu"]["operator_profile"]
+    operators = profile["operators_ms"]
+    # the FCN's own operators: backbone and score convolutions, learned upsampling, and the argmax we add
+    assert {"Conv", "ConvTranspose", "ArgMax"} <= set(operators)
+    assert sum(operators.values()) == pytest.approx(profile["total_ms"]) and profile["total_ms"] > 0
+    assert list(operators.values()) == sorted(operators.values(), reverse=True)
+    slowest = profile["slowest_nodes_ms"]
+    assert 0 < len(slowest) <= 5 and slowest[0]["ms"] >= slowest[-1]["ms"]
+    assert "onnxruntime-cpu operators" in format_report(report)
+
+
 def test_flop_count_of_fcn8s_matches_the_backbone_scale(bundled_model):
     from fcn_segmentation.model.model_file import load_model_file
 
