@@ -35,6 +35,21 @@ def test_operator_profile_names_where_onnx_runtime_spends_the_time(bundled_model
     assert "onnxruntime-cpu operators" in format_report(report)
 
 
+def test_bare_pipeline_times_each_stage_of_one_frame(bundled_model, sample_dir):
+    from fcn_segmentation.backends import create_backend
+    from fcn_segmentation.bench import BarePipeline
+    from fcn_segmentation.data import read_rgb
+
+    backend, _ = create_backend("onnxruntime", bundled_model, device="cpu", input_size=(192, 256))
+    built = []
+    pipeline = BarePipeline(backend, read_rgb(sorted((sample_dir / "val").glob("*.png"))[0]),
+                            message_builder=lambda classes, colors: built.append((classes.shape, colors.shape)))
+    stages = pipeline.run_once()
+    assert list(stages) == list(STAGES) and all(ms >= 0 for ms in stages.values())
+    assert stages["inference"] > 0
+    assert built == [((360, 480), (360, 480, 3))], "messages are built at the frame's size"
+
+
 def test_flop_count_of_fcn8s_matches_the_backbone_scale(bundled_model):
     from fcn_segmentation.model.model_file import load_model_file
 
@@ -51,9 +66,18 @@ def test_node_latency_over_dds(bundled_model, sample_dir):
     from fcn_segmentation.data import read_rgb
     from fcn_segmentation.ros.bench_dds import bench_node_over_dds
 
+    bare_calls = []
+
+    def bare_frame():  # stands in for BarePipeline.run_once: the point here is when it runs
+        bare_calls.append(len(bare_calls))
+        return 10.0 + len(bare_calls)
+
     result = bench_node_over_dds(bundled_model, read_rgb(sorted((sample_dir / "val").glob("*.png"))[0]), frames=3,
-                                 input_size=(192, 256), outputs=("class_mask", "overlay"))
+                                 input_size=(192, 256), outputs=("class_mask", "overlay"), bare_frame=bare_frame,
+                                 rounds=2)
     assert result["frames"] == 3 and result["lost"] == 0
+    # one bare pass per node frame, in blocks between the node's
+    assert len(bare_calls) == 3 and result["bare_interleaved"]["p50"] == pytest.approx(12.0)
     assert 0 < result["latency"]["p50"] <= result["latency"]["max"]
     # each frame's last output comes no earlier than its class mask
     assert result["latency_all_outputs"]["p50"] >= result["latency"]["p50"]

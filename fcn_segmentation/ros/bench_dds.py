@@ -7,7 +7,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import rclpy
@@ -85,26 +85,39 @@ def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optiona
 @private_dds_domain()
 def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
                         timeout: float = 60.0, log_path: str = None, input_size: Optional[Tuple[int, int]] = None,
-                        outputs: Sequence[str] = ("class_mask",)):
+                        outputs: Sequence[str] = ("class_mask",), bare_frame: Optional[Callable[[], float]] = None,
+                        rounds: int = 5):
     """Publish -> class_mask latency, and publish -> last of ``outputs`` where more are subscribed
-    (the node computes overlay and confidence only for subscribers, so they cost latency too)."""
-    latencies, all_latencies = [], []
+    (the node computes overlay and confidence only for subscribers, so they cost latency too).
+
+    ``bare_frame`` (one pass of the same work without ROS, returning its ms) is timed in ``rounds``
+    blocks alternating with the node's, so both see the same machine: on a shared VM whose speed
+    drifts by tens of percent over minutes, timing them minutes apart measures the drift."""
+    latencies, all_latencies, bare = [], [], []
+    blocks = np.array_split(np.arange(1, frames + 1), max(1, min(rounds, frames)))
     with answering_node("bench_camera", node_parameters(model_path, backend, input_size), rgb, log_path, timeout,
-                        outputs) as node:
-        for index in tqdm(range(1, frames + 1), desc="node over DDS", unit="frame"):
-            msg = image_msg(rgb, "bgr8", node.start_ns + index * 1_000_000, "bench")
-            key = stamp_key(msg.header)
-            node.client.publish(msg)
-            if spin_until(node.executor, lambda: node.client.complete(key, outputs), 10.0):
-                latencies.append(node.client.latency_ms(key))
-                all_latencies.append(max(node.client.latency_ms(key, name) for name in outputs))
+                        outputs) as node, tqdm(total=frames, desc="node over DDS", unit="frame") as progress:
+        for block in blocks:
+            for index in block:
+                msg = image_msg(rgb, "bgr8", node.start_ns + int(index) * 1_000_000, "bench")
+                key = stamp_key(msg.header)
+                node.client.publish(msg)
+                if spin_until(node.executor, lambda: node.client.complete(key, outputs), 10.0):
+                    latencies.append(node.client.latency_ms(key))
+                    all_latencies.append(max(node.client.latency_ms(key, name) for name in outputs))
+                progress.update()
+            if bare_frame is not None:
+                bare.extend(bare_frame() for _ in block)
         spin_until(node.executor, lambda: False, 1.5)
         node_stats = node.client.last_diagnostic_values()
     if not latencies:
         raise RuntimeError(f"no frame was answered within 10 s (see {log_path or 'the node log'})")
-    return {"frames": len(latencies), "lost": frames - len(latencies), "outputs": list(outputs),
-            "latency": percentiles(latencies), "latency_all_outputs": percentiles(all_latencies),
-            "node_diagnostics": node_stats}
+    result = {"frames": len(latencies), "lost": frames - len(latencies), "outputs": list(outputs),
+              "latency": percentiles(latencies), "latency_all_outputs": percentiles(all_latencies),
+              "node_diagnostics": node_stats}
+    if bare:
+        result["bare_interleaved"] = percentiles(bare)
+    return result
 
 
 def resident_mb(pid: int) -> float:
