@@ -125,6 +125,8 @@ def train(args) -> Path:
                      "history": history}
     if history and "val_miou" in history[-1]:
         info.metrics = {"val_miou_final_epoch": history[-1]["val_miou"]}
+    if args.deploy_input_size:  # e.g. trained at 480x352 scale, run at 320x224 for speed
+        info.input_height, info.input_width = args.deploy_input_size
     save_model_file(args.out, model.cpu().to(memory_format=torch.contiguous_format), info)
     logger.info("wrote %s", args.out)
     return Path(args.out)
@@ -142,6 +144,7 @@ def validate(model, info, args, device):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli import parse_size
     from .model.backbones import BACKBONES
     from .model.fcn import VARIANTS
 
@@ -166,6 +169,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-weights", choices=("median_freq", "none"), default="median_freq")
     parser.add_argument("--input-height", type=int, default=352)
     parser.add_argument("--input-width", type=int, default=480)
+    def network_size(text: str):
+        height, width = parse_size(text)
+        if height <= 0 or width <= 0 or height % 32 or width % 32:
+            raise argparse.ArgumentTypeError(f"{text}: both sides must be positive multiples of 32")
+        return height, width
+
+    parser.add_argument("--deploy-input-size", type=network_size, metavar="WxH",
+                        help="network input size written into the model file (multiples of 32; default: "
+                             "--input-width x --input-height); the weights are the same")
     parser.add_argument("--crop-height", type=int, default=256)
     parser.add_argument("--crop-width", type=int, default=320)
     parser.add_argument("--min-scale", type=float, default=0.75)

@@ -1,5 +1,7 @@
 import json
 
+import torch
+
 from fcn_segmentation.cli import main
 from fcn_segmentation.model.model_file import load_model_file
 
@@ -21,3 +23,10 @@ def test_train_stops_resumes_and_writes_a_model_file(sample_dir, tmp_path):
     assert (info.input_height, info.input_width) == (64, 96)
     assert info.training["args"]["epochs"] == 2 and len(info.training["history"]) == 2
     assert info.class_names[0] == "Sky"
+
+    # A finished run writes its model file again with another network input size (same weights).
+    assert main(common + ["--resume", "--deploy-input-size", "128x96", "--out", str(tmp_path / "deployed.pt")]) == 0
+    deployed, deployed_info = load_model_file(tmp_path / "deployed.pt")
+    assert (deployed_info.input_height, deployed_info.input_width) == (96, 128)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), deployed.state_dict().values()))
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2, "no extra epoch was trained"
