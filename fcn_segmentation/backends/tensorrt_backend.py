@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -92,15 +92,33 @@ class TensorRTBackend(Backend):
             self.context.set_tensor_address(name, self.buffers[name].data_ptr())
         self.input_name, self.output_name = "image", "scores"
         self.host_output = torch.empty(self.buffers[self.output_name].shape, dtype=torch.float32).pin_memory()
+        self.host_classes = torch.empty(self.host_output.shape[2:], dtype=torch.uint8).pin_memory()
+
+    def _enqueue(self, batch: np.ndarray) -> None:
+        """Queue the input copy and the engine on the stream (the caller is inside ``cuda.stream``)."""
+        self.buffers[self.input_name].copy_(self.torch.from_numpy(batch), non_blocking=True)
+        self.context.execute_async_v3(self.stream.cuda_stream)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Scores in a pinned host buffer reused by the next call (the pipeline handles one frame at a time)."""
         torch = self.torch
         with torch.cuda.stream(self.stream):
-            self.buffers[self.input_name].copy_(torch.from_numpy(batch), non_blocking=True)
-            self.context.execute_async_v3(self.stream.cuda_stream)
+            self._enqueue(batch)
             self.host_output.copy_(self.buffers[self.output_name], non_blocking=True)
         self.stream.synchronize()
         return self.host_output.numpy()
+
+    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The argmax runs on the GPU, on the same stream: numpy's over 11 x 224 x 320 scores takes
+        ~5 ms on a CPU, longer than the engine."""
+        torch = self.torch
+        with torch.cuda.stream(self.stream):
+            self._enqueue(batch)
+            scores = self.buffers[self.output_name]
+            self.host_classes.copy_(scores[0].argmax(0).to(torch.uint8), non_blocking=True)
+            self.host_output.copy_(scores, non_blocking=True)
+        self.stream.synchronize()
+        return self.host_output.numpy(), self.host_classes.numpy()
 
     def describe(self) -> str:
         return f"tensorrt (cuda, {self.engine_path.name})"
