@@ -117,17 +117,21 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
     from .backends import BackendUnavailable, create_backend
 
     found, skipped = [], []
-    for label, name, device, onnx in (("tensorrt", "tensorrt", "cuda", None),
-                                      ("onnxruntime-cuda", "onnxruntime", "cuda", None),
-                                      ("torch-cuda", "torch", "cuda", None),
-                                      ("onnxruntime-cpu", "onnxruntime", "cpu", None),
-                                      ("onnxruntime-cpu-int8", "onnxruntime", "cpu", int8_onnx),
-                                      ("torch-cpu", "torch", "cpu", None)):
+    for label, name, device, precision, onnx in (
+            ("tensorrt", "tensorrt", "cuda", "fp32", None),
+            ("tensorrt-fp16", "tensorrt", "cuda", "fp16", None),
+            ("onnxruntime-cuda", "onnxruntime", "cuda", "fp32", None),
+            ("torch-cuda", "torch", "cuda", "fp32", None),
+            ("torch-cuda-fp16", "torch", "cuda", "fp16", None),
+            ("onnxruntime-cpu", "onnxruntime", "cpu", "fp32", None),
+            ("onnxruntime-cpu-int8", "onnxruntime", "cpu", "fp32", int8_onnx),
+            ("torch-cpu", "torch", "cpu", "fp32", None)):
         if label.endswith("int8") and not int8_onnx:
             skipped.append(f"{label}: no --int8-onnx given (make one with `fcnseg quantize`)")
             continue
         try:
-            backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size)
+            backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size,
+                                        precision=precision)
             found.append((label, backend))
         except BackendUnavailable as exc:
             skipped.append(f"{label}: {exc}")

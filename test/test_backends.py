@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+import torch
 
 from fcn_segmentation.backends import BackendError, BackendUnavailable, create_backend
 from fcn_segmentation.backends.tensorrt_backend import ENGINE_MAGIC, engine_cache_key, read_engine, write_engine
+from fcn_segmentation.backends.torch_backend import TorchBackend
 
 
 def test_auto_falls_back_to_a_cpu_backend_and_says_why(tiny_model_file):
@@ -34,6 +36,26 @@ def test_onnxruntime_takes_the_argmax_in_its_graph_as_numpy_would(bundled_model,
     assert classes.shape == (info.input_height, info.input_width) and classes.dtype == np.uint8
     np.testing.assert_array_equal(classes, np.argmax(scores[0], axis=0))
     assert len(np.unique(classes)) >= 5, "a street scene has several classes"
+
+
+def test_precision_fp16_is_for_the_gpu_and_cpu_backends_say_they_run_fp32(tiny_model_file):
+    # precision fp16 with backend auto on a CPU-only machine: the CPU backend runs FP32 and says so
+    backend, _ = create_backend("torch", tiny_model_file, device="cpu", precision="fp16")
+    assert backend.describe() == "torch (cpu)" and next(backend.model.parameters()).dtype == torch.float32
+    # asked for directly, torch refuses FP16 off CUDA instead of running something slower
+    with pytest.raises(BackendError, match="FP16 only on CUDA"):
+        TorchBackend(backend.model, backend.info, device="cpu", half=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_cuda_fp16_agrees_with_fp32(tiny_model_file):
+    fp32, _ = create_backend("torch", tiny_model_file, device="cuda")
+    fp16, _ = create_backend("torch", tiny_model_file, device="cuda", precision="fp16")
+    assert fp16.describe() == "torch (cuda, fp16)"
+    batch = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    scores, classes = fp16.segment(batch)
+    assert scores.dtype == np.float32 and classes.dtype == np.uint8
+    np.testing.assert_allclose(scores, fp32.infer(batch), atol=0.05)
 
 
 def test_tensorrt_without_tensorrt_is_unavailable_with_a_reason(tiny_model_file):

@@ -50,6 +50,10 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
+    ``precision`` is for the GPU: TensorRT builds its engine in fp32, fp16 or int8, torch on CUDA
+    runs fp16 when asked; the other backends run FP32 (``describe()`` says which). INT8 on a CPU is
+    an INT8 ONNX model given as ``onnx_path``.
+
     Returns the backend and the reasons the faster candidates were not used (for the log).
     """
     from ..model.model_file import load_model_file
@@ -79,7 +83,8 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                                              device=backend_device)
             else:
                 from .torch_backend import TorchBackend
-                backend = TorchBackend(model, info, device=backend_device)
+                backend = TorchBackend(model, info, device=backend_device,
+                                       half=precision == "fp16" and backend_device == "cuda")
             return backend, skipped
         except BackendUnavailable as exc:
             if name != "auto" and len(candidates) == 1:

@@ -63,7 +63,8 @@ PARAMETERS = {
     "backend": ("auto", "inference backend; auto picks the fastest available", False, _choice(*BACKEND_NAMES)),
     "device": ("auto", "cpu, cuda, or auto", False, _choice("auto", "cpu", "cuda")),
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty = ~/.cache/fcn_segmentation", False, None),
-    "precision": ("fp32", "TensorRT precision", False, _choice("fp32", "fp16", "int8")),
+    "precision": ("fp32", "GPU precision: TensorRT fp32/fp16/int8, torch on CUDA fp16; CPU backends run fp32",
+                  False, _choice("fp32", "fp16", "int8")),
     "force_engine_update": (False, "rebuild the TensorRT engine even if a cached one matches", False, None),
     "input_transport": ("raw", "raw subscribes image (sensor_msgs/Image); compressed subscribes "
                         "image/compressed (sensor_msgs/CompressedImage)", False, _choice("raw", "compressed")),
