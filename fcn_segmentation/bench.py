@@ -84,8 +84,8 @@ class BarePipeline:
         if self.message_builder is not None:
             self.message_builder(classes, colors)
         t5 = time.perf_counter()
-        return {stage: (end - start) * 1e3 for stage, start, end in zip(STAGES, (t0, t1, t2, t3, t4),
-                                                                       (t1, t2, t3, t4, t5))}
+        marks = (t0, t1, t2, t3, t4, t5)
+        return {stage: (end - start) * 1e3 for stage, start, end in zip(STAGES, marks, marks[1:])}
 
 
 def bench_backend(backend, rgb: np.ndarray, frames: int, warmup: int, message_builder=None) -> Dict:
@@ -188,7 +188,8 @@ def format_report(report: Dict) -> str:
              f"{report['image_size'][0]}x{report['image_size'][1]}; {report['cpu_threads']} CPU threads; "
              f"measured matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s",
              "",
-             "| backend | " + " | ".join(f"{s} p50/p95 ms" for s in STAGES) + " | total p50/p95 ms | fps | GFLOP/s (% of peak) |",
+             "| backend | " + " | ".join(f"{s} p50/p95 ms" for s in STAGES)
+             + " | total p50/p95 ms | fps | GFLOP/s (% of peak) |",
              "|---" * (len(STAGES) + 4) + "|"]
     for label, r in report["backends"].items():
         cells = [f"{r[s]['p50']:.2f} / {r[s]['p95']:.2f}" for s in STAGES]

@@ -48,8 +48,8 @@ class Segmenter:
         else:
             classes = resize_nearest(network_classes, size)
         t3 = time.perf_counter()
-        return Segmentation(classes, scores, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3,
-                                                  "postprocess": (t3 - t2) * 1e3}, network_classes)
+        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return Segmentation(classes, scores, timings, network_classes)
 
     def colorize(self, classes: np.ndarray) -> np.ndarray:
         return color_mask(classes, self.lut)

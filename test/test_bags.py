@@ -13,8 +13,8 @@ from fcn_segmentation.data import read_label, read_rgb, split_pairs
     ("sample.mcap", [], "rgb8"),                          # one MCAP file
     ("sample_db3", ["--format", "sqlite3"], "bgr8"),      # a rosbag2 folder with a .db3
 ])
-def test_make_bag_holds_the_frames_labels_and_camera_info_at_the_given_rate(sample_dir, tmp_path, name, extra,
-                                                                             encoding):
+def test_make_bag_holds_the_frames_labels_and_camera_info_at_the_given_rate(
+        sample_dir, tmp_path, name, extra, encoding):
     bag_path = tmp_path / name
     code = main(["make-bag", "--data", str(sample_dir), "--split", "val", "--out", str(bag_path), "--rate", "4",
                  "--limit", "3", "--encoding", encoding, "--fx", "480", "--cy", "170"] + extra)

@@ -14,7 +14,7 @@ def test_evaluate_writes_json_and_plot_on_a_camvid_layout_folder(sample_dir, bun
     report = json.loads(out.read_text())
     assert report["num_images"] == 6
     assert set(report["per_class_iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol",
-                                             "Fence", "Car", "Pedestrian", "Bicyclist"}
+                                            "Fence", "Car", "Pedestrian", "Bicyclist"}
     assert 0.5 < report["miou"] <= 1.0 and 0.8 < report["pixel_accuracy"] <= 1.0
     assert report["per_class_iou"]["Road"] > 0.85
     assert 0.5 < report["miou_at_network_size"] <= 1.0

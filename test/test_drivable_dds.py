@@ -96,8 +96,8 @@ def test_grid_after_camera_info_has_free_cells_ahead(running_node, sample_dir):
     info_pub.publish(full_size)
     spin_until(executor, lambda: False, 0.5)
     assert _mask_and_grid(executor, client, later, info_pub, full_size)
-    rebuilt = np.asarray(_outputs(client, later)["drivable_grid"].data, np.int8).reshape(grid.info.height,
-                                                                                       grid.info.width)
+    rebuilt = np.asarray(_outputs(client, later)["drivable_grid"].data, np.int8)
+    rebuilt = rebuilt.reshape(grid.info.height, grid.info.width)
     np.testing.assert_array_equal(rebuilt, values)
     assert log.read_text().count("ground projection built") == 2
 

@@ -1,6 +1,6 @@
 """launch_testing: seg.launch.py starts the node for a camera; sample frames and camera_info go in
-over real DDS and class masks, drivable-area mask and grid, and diagnostics come back. Skipped where launch_testing / launch_ros are not installed
-(docs/launch.md says how to run it)."""
+over real DDS and class masks, drivable-area mask and grid, and diagnostics come back. Skipped
+where launch_testing / launch_ros are not installed (docs/launch.md says how to run it)."""
 
 import random
 import tempfile

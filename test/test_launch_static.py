@@ -137,7 +137,8 @@ def test_default_params_file_lists_every_node_parameter_with_its_default(node_pa
     missing = sorted(set(node_parameters) - set(parameters))
     assert not missing, f"config/seg.yaml lacks {missing}"
     for name, (default, *_rest) in node_parameters.items():
-        assert parameters[name] == default, f"seg.yaml's {name} = {parameters[name]!r}, the node's default is {default!r}"
+        assert parameters[name] == default, \
+            f"seg.yaml's {name} = {parameters[name]!r}, the node's default is {default!r}"
 
 
 def test_every_parameter_the_launch_file_sets_is_declared_by_the_node(node_parameters):
@@ -183,8 +184,8 @@ def test_default_dds_profile_is_installed_and_gives_shared_memory_room_for_camer
     participant = profile.find("dds:profiles/dds:participant", namespace)
     assert participant.get("is_default_profile") == "true"
     used = {element.text for element in participant.findall("dds:rtps/dds:userTransports/dds:transport_id", namespace)}
-    descriptors = {d.findtext("dds:transport_id", namespaces=namespace): d
-                   for d in profile.findall("dds:profiles/dds:transport_descriptors/dds:transport_descriptor", namespace)}
+    all_descriptors = profile.findall("dds:profiles/dds:transport_descriptors/dds:transport_descriptor", namespace)
+    descriptors = {d.findtext("dds:transport_id", namespaces=namespace): d for d in all_descriptors}
     types = {descriptors[name].findtext("dds:type", namespaces=namespace): descriptors[name] for name in used}
     assert set(types) == {"SHM", "UDPv4"}, "shared memory on this machine, UDP to others"
     # the node's outputs for one 1280x720 frame, 9 bytes per pixel, fit twice

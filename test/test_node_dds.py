@@ -38,7 +38,8 @@ def node_process(dds_env, bundled_model, tmp_path_factory):
 @pytest.fixture
 def client(dds_env):
     rclpy.init()
-    node = SegmentationClient(TOPIC, "/test_camera/segmentation", OUTPUTS, name=f"test_client_{random.randint(0, 1 << 30)}")
+    node = SegmentationClient(TOPIC, "/test_camera/segmentation", OUTPUTS,
+                              name=f"test_client_{random.randint(0, 1 << 30)}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     yield node, executor

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from fcn_segmentation.data import IGNORE_INDEX, AugmentedSegmentationSet, median_frequency_weights, read_label, split_pairs
+from fcn_segmentation.data import IGNORE_INDEX, AugmentedSegmentationSet, median_frequency_weights, read_label, \
+    split_pairs
 from fcn_segmentation.postprocess import class_map, confidence_map, resize_nearest
 from fcn_segmentation.preprocess import Preprocessor
 from fcn_segmentation.visualize import color_mask, palette_lut

@@ -61,8 +61,9 @@ class OnnxRuntimeBackend(Backend):
         by_operator, by_node = collections.Counter(), collections.Counter()
         for event in events:
             if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-                by_operator[event["args"]["op_name"]] += event["dur"] / 1e3 / frames
-                by_node[(event["args"]["op_name"], event["name"][: -len("_kernel_time")])] += event["dur"] / 1e3 / frames
+                operator, node, ms = event["args"]["op_name"], event["name"][: -len("_kernel_time")], event["dur"] / 1e3
+                by_operator[operator] += ms / frames
+                by_node[(operator, node)] += ms / frames
         return {"frames": frames, "total_ms": sum(by_operator.values()),
                 "operators_ms": dict(by_operator.most_common()),
                 "slowest_nodes_ms": [{"operator": op, "node": name, "ms": ms}

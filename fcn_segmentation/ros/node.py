@@ -333,8 +333,8 @@ class SegmentationNode(Node):
                 self._warn_throttled("camera_info", f"camera_info on {self.camera_info_sub.topic_name} has no "
                                      "focal length (K is zero); the grid is not published")
                 return None
-            distortion = np.asarray(info.d, np.float64) if info.distortion_model in ("plumb_bob", "rational_polynomial") \
-                else None
+            modelled = info.distortion_model in ("plumb_bob", "rational_polynomial")
+            distortion = np.asarray(info.d, np.float64) if modelled else None
             self._projector = GroundGridProjector(K, tuple(image_hw), self.mount, self.grid_spec, distortion)
             self._projector_key = key
             self.get_logger().info(f"ground projection built for {image_hw[1]}x{image_hw[0]} images "
@@ -368,7 +368,8 @@ class SegmentationNode(Node):
         status.name = f"{self.get_fully_qualified_name()}: segmentation"  # unique per camera
         status.hardware_id = self.segmenter.backend.describe()
         if snap["failed"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"{snap['failed']} frames failed: {self.stats.last_error}"
+            status.level = DiagnosticStatus.WARN
+            status.message = f"{snap['failed']} frames failed: {self.stats.last_error}"
         elif snap["rejected"]:
             status.level, status.message = DiagnosticStatus.WARN, f"{snap['rejected']} frames rejected"
         elif snap["received"] == 0:
