@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE
 from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights, split_pairs
-from .model.model_file import ModelInfo, build_model, save_model_file
+from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,18 @@ def make_info(args) -> ModelInfo:
         variant=args.variant, backbone=args.backbone,
         learnable_upsampling=not args.fixed_upsampling, ignore_index=IGNORE_INDEX,
     )
+
+
+def start_from(model, info: ModelInfo, path) -> None:
+    """Fine-tuning: the weights of an existing model file, which must have the same architecture and classes."""
+    source, source_info = load_model_file(path)
+    mine = (info.variant, info.backbone, info.class_names)
+    theirs = (source_info.variant, source_info.backbone, source_info.class_names)
+    if mine != theirs:
+        raise ModelFileError(f"--init-from {path} is {theirs[0]}/{theirs[1]} with classes {theirs[2]}, but this run "
+                             f"trains {mine[0]}/{mine[1]} with classes {mine[2]}; pass matching --variant/--backbone")
+    model.load_state_dict(source.state_dict())
+    logger.info("starting from the weights of %s", path)
 
 
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
@@ -61,7 +73,10 @@ def train(args) -> Path:
     logger.info("class weights: %s", dict(zip(info.class_names, np.round(class_weights, 2).tolist())))
 
     # channels_last makes the depthwise convolutions ~1.4x faster on CPU.
-    model = build_model(info, pretrained_backbone=True).to(device, memory_format=torch.channels_last)
+    model = build_model(info, pretrained_backbone=True)
+    if args.init_from:
+        start_from(model, info, args.init_from)
+    model = model.to(device, memory_format=torch.channels_last)
     backbone_params = list(model.backbone.parameters())
     head_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
     optimizer = torch.optim.AdamW([
@@ -161,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="models/fcn8s_effnetlite0_camvid.pt", help="model file to write")
     parser.add_argument("--run-dir", default="runs/train", help="checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    parser.add_argument("--init-from", metavar="MODEL.pt",
+                        help="fine-tune: start from this model file's weights instead of the ImageNet backbone alone")
     parser.add_argument("--variant", choices=VARIANTS, default="fcn8s")
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="efficientnet_lite0")
     parser.add_argument("--fixed-upsampling", action="store_true",

@@ -30,3 +30,20 @@ def test_train_stops_resumes_and_writes_a_model_file(sample_dir, tmp_path):
     assert (deployed_info.input_height, deployed_info.input_width) == (96, 128)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), deployed.state_dict().values()))
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2, "no extra epoch was trained"
+
+
+def test_fine_tuning_starts_from_a_model_files_weights_and_refuses_another_architecture(sample_dir, tmp_path):
+    common = ["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
+              "--batch-size", "3", "--input-height", "64", "--input-width", "96", "--crop-height", "64",
+              "--crop-width", "96", "--threads", "2"]
+    assert main(common + ["--run-dir", str(tmp_path / "a"), "--out", str(tmp_path / "a.pt")]) == 0
+    # zero steps of learning rate: the fine-tuned file must hold exactly the weights it started from
+    assert main(common + ["--run-dir", str(tmp_path / "b"), "--out", str(tmp_path / "b.pt"), "--lr", "0",
+                          "--init-from", str(tmp_path / "a.pt")]) == 0
+    start, _ = load_model_file(tmp_path / "a.pt")
+    tuned, _ = load_model_file(tmp_path / "b.pt")
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        if "running_" not in name and "num_batches" not in name:  # batch-norm statistics still move in train mode
+            assert torch.equal(a, b), name
+    assert main(common + ["--run-dir", str(tmp_path / "c"), "--out", str(tmp_path / "c.pt"), "--variant", "fcn32s",
+                          "--init-from", str(tmp_path / "a.pt")]) == 2
