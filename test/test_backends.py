@@ -58,6 +58,17 @@ def test_torch_cuda_fp16_agrees_with_fp32(tiny_model_file):
     np.testing.assert_allclose(scores, fp32.infer(batch), atol=0.05)
 
 
+def test_cpu_threads_cap_onnx_runtime_and_torch(tiny_model_file):
+    ort, _ = create_backend("onnxruntime", tiny_model_file, device="cpu", cpu_threads=1)
+    assert ort.session.get_session_options().intra_op_num_threads == 1
+    previous = torch.get_num_threads()
+    try:
+        create_backend("torch", tiny_model_file, device="cpu", cpu_threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_tensorrt_without_tensorrt_is_unavailable_with_a_reason(tiny_model_file):
     pytest.importorskip("torch")
     try:

@@ -169,6 +169,7 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
     ({"qos_reliability": "sometimes"}, "parameter 'qos_reliability' is 'sometimes': choose one of"),
     ({"drivable_classes": "[Road, Rood]"}, "unknown drivable classes ['Rood']; the model's classes are: Sky"),
     ({"grid_resolution": 0.0}, "parameter 'grid_resolution' is 0.0: must be > 0"),
+    ({"inference_threads": -1}, "parameter 'inference_threads' is -1: must be >= 0"),
     ({"qos_depth": "deep"}, "parameter 'qos_depth'"),
     ({"network_image_width": 480}, "set both network_image_width and network_image_height, or neither"),
     ({"network_image_width": 100, "network_image_height": 64}, "must be 0 (the model file's) or a positive multiple"),

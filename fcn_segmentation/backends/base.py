@@ -46,13 +46,14 @@ class Backend:
 
 def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                    engine_cache_dir=None, precision: str = "fp32", force_engine_update: bool = False,
-                   input_size: Optional[Tuple[int, int]] = None) -> Tuple[Backend, List[str]]:
+                   input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0) -> Tuple[Backend, List[str]]:
     """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
     ``precision`` is for the GPU: TensorRT builds its engine in fp32, fp16 or int8, torch on CUDA
     runs fp16 when asked; the other backends run FP32 (``describe()`` says which). INT8 on a CPU is
-    an INT8 ONNX model given as ``onnx_path``.
+    an INT8 ONNX model given as ``onnx_path``. ``cpu_threads`` caps ONNX Runtime's and torch's CPU
+    threads (0 = their default, one per core).
 
     Returns the backend and the reasons the faster candidates were not used (for the log).
     """
@@ -80,11 +81,11 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
             elif backend_name == "onnxruntime":
                 from .onnxruntime_backend import OnnxRuntimeBackend
                 backend = OnnxRuntimeBackend(_onnx_for(model_path, onnx_path, model, info), info,
-                                             device=backend_device)
+                                             device=backend_device, threads=cpu_threads)
             else:
                 from .torch_backend import TorchBackend
                 backend = TorchBackend(model, info, device=backend_device,
-                                       half=precision == "fp16" and backend_device == "cuda")
+                                       half=precision == "fp16" and backend_device == "cuda", threads=cpu_threads)
             return backend, skipped
         except BackendUnavailable as exc:
             if name != "auto" and len(candidates) == 1:

@@ -9,13 +9,16 @@ from .base import Backend, BackendError, BackendUnavailable
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, info, device: str = "cpu", half: bool = False):
-        """``half``: FP16 weights and activations (CUDA only; CPU convolutions are not faster in FP16)."""
+    def __init__(self, model: torch.nn.Module, info, device: str = "cpu", half: bool = False, threads: int = 0):
+        """``half``: FP16 weights and activations (CUDA only; CPU convolutions are not faster in FP16).
+        ``threads``: torch's CPU threads (process-wide), 0 = its default."""
         super().__init__(info)
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("torch has no CUDA device")
         if half and device != "cuda":
             raise BackendError("torch runs FP16 only on CUDA")
+        if threads and device == "cpu":
+            torch.set_num_threads(threads)
         self.device = device
         self.dtype = torch.float16 if half else torch.float32
         self.model = model.eval().to(device=device, dtype=self.dtype)

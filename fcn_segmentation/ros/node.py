@@ -65,6 +65,8 @@ PARAMETERS = {
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty = ~/.cache/fcn_segmentation", False, None),
     "precision": ("fp32", "GPU precision: TensorRT fp32/fp16/int8, torch on CUDA fp16; CPU backends run fp32",
                   False, _choice("fp32", "fp16", "int8")),
+    "inference_threads": (0, "CPU threads for ONNX Runtime / torch on the CPU; 0 = the runtime's default (one per "
+                          "core); cap it to leave cores to the rest of the stack", False, _at_least(0)),
     "force_engine_update": (False, "rebuild the TensorRT engine even if a cached one matches", False, None),
     "input_transport": ("raw", "raw subscribes image (sensor_msgs/Image); compressed subscribes "
                         "image/compressed (sensor_msgs/CompressedImage)", False, _choice("raw", "compressed")),
@@ -145,7 +147,7 @@ class SegmentationNode(Node):
                 self.config["backend"], model_path, device=self.config["device"],
                 onnx_path=self.config["onnx_path"] or None,
                 engine_cache_dir=self.config["engine_cache_dir"] or None, precision=self.config["precision"],
-                force_engine_update=self.config["force_engine_update"],
+                force_engine_update=self.config["force_engine_update"], cpu_threads=self.config["inference_threads"],
                 input_size=(height, width) if width else None)
         except (ModelFileError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
