@@ -115,6 +115,14 @@ def parse_size(text: str):
     return height, width
 
 
+def parse_network_size(text: str):
+    """'320x224' -> (224, 320), both sides positive multiples of 32 (the exported graph's)."""
+    height, width = parse_size(text)
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise argparse.ArgumentTypeError(f"{text}: both sides must be positive multiples of 32")
+    return height, width
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import add_arguments as add_train_arguments
 

@@ -45,11 +45,16 @@ def cmd_quantize(args) -> int:
 def cmd_build_engine(args) -> int:
     from .backends.base import _onnx_for
     from .backends.tensorrt_backend import TensorRTBackend
-    from .data import read_rgb, split_pairs
+    from .data import DatasetError, read_rgb, split_pairs
     from .model.model_file import load_model_file
     from .preprocess import Preprocessor
 
     model, info = load_model_file(args.model)
+    if args.input_size:  # the node's network_image_width/height: the engine is built for one input shape
+        info.input_height, info.input_width = args.input_size
+    if args.precision == "int8" and not args.calibration_data:
+        raise DatasetError("--precision int8 needs --calibration-data DIR (a CamVid-layout folder; its train/ "
+                           "images calibrate the activation ranges)")
     onnx_path = _onnx_for(args.model, args.onnx, model, info)
     calibration = None
     if args.precision == "int8":
@@ -116,7 +121,7 @@ def cmd_soak(args) -> int:
 
 
 def add_perf_commands(sub) -> None:
-    from .cli import parse_size
+    from .cli import parse_network_size, parse_size
 
     quantize = sub.add_parser("quantize", help="ONNX Runtime static INT8 (QDQ) model for CPUs")
     quantize.add_argument("--model", default=str(default_model_path()))
@@ -131,6 +136,9 @@ def add_perf_commands(sub) -> None:
     engine.add_argument("--onnx", help="ONNX file (default: exported from --model and cached)")
     engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
     engine.add_argument("--engine-cache-dir")
+    engine.add_argument("--input-size", type=parse_network_size, metavar="WxH",
+                        help="network input size (default: the model file's); the node's "
+                             "network_image_width/height")
     engine.add_argument("--calibration-data", help="CamVid-layout folder (int8)")
     engine.add_argument("--num-images", type=int, default=64)
     engine.add_argument("--force", action="store_true", help="rebuild even if the cache matches")

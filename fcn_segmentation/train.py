@@ -158,17 +158,8 @@ def validate(model, info, args, device):
     return {"val_miou": summary["miou"], "val_pixel_accuracy": summary["pixel_accuracy"]}
 
 
-def network_size(text: str):
-    """'320x224' -> (224, 320), both sides positive multiples of 32 (the exported graph's)."""
-    from .cli import parse_size
-
-    height, width = parse_size(text)
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise argparse.ArgumentTypeError(f"{text}: both sides must be positive multiples of 32")
-    return height, width
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli import parse_network_size
     from .model.backbones import BACKBONES
     from .model.fcn import VARIANTS
 
@@ -195,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-weights", choices=("median_freq", "none"), default="median_freq")
     parser.add_argument("--input-height", type=int, default=352)
     parser.add_argument("--input-width", type=int, default=480)
-    parser.add_argument("--deploy-input-size", type=network_size, metavar="WxH",
+    parser.add_argument("--deploy-input-size", type=parse_network_size, metavar="WxH",
                         help="network input size written into the model file (multiples of 32; default: "
                              "--input-width x --input-height); the weights are the same")
     parser.add_argument("--crop-height", type=int, default=256)

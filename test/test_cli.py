@@ -63,6 +63,15 @@ def test_missing_split_names_what_is_there(sample_dir, bundled_model, capsys):
     assert "has: val, valannot" in capsys.readouterr().err
 
 
+def test_build_engine_usage_errors_say_what_to_pass(bundled_model, capsys):
+    assert main(["build-engine", "--model", str(bundled_model), "--precision", "int8"]) == 2
+    assert "--precision int8 needs --calibration-data DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
+        main(["build-engine", "--model", str(bundled_model), "--input-size", "500x352"])
+    assert exit_info.value.code == 2
+    assert "500x352: both sides must be positive multiples of 32" in capsys.readouterr().err
+
+
 def test_export_at_another_input_size_gives_a_graph_of_that_size(bundled_model, tmp_path):
     import onnx
 
