@@ -69,25 +69,25 @@ def cmd_build_engine(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_report, run_bench
+    from .backends import create_backend
+    from .bench import BarePipeline, format_report, ros_message_builder, run_bench
+    from .data import read_rgb
 
     image = args.image or _sample_image()
+    rgb = read_rgb(image)
+    if not args.no_dds:  # first, so a backend the machine lacks is an error before minutes of timing
+        bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size)
+        pipeline = BarePipeline(bare, rgb, ros_message_builder())
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
                        threads=args.threads, input_size=args.input_size, operators=args.operators)
     if not args.no_dds:
-        from .backends import create_backend
-        from .bench import BarePipeline, ros_message_builder
-        from .data import read_rgb
         from .ros.bench_dds import bench_node_over_dds
 
-        backend = "onnxruntime"
-        rgb = read_rgb(image)
-        bare, _ = create_backend(backend, args.model, device="cpu", input_size=args.input_size)
-        pipeline = BarePipeline(bare, rgb, ros_message_builder())
-        dds = bench_node_over_dds(args.model, rgb, backend=backend, frames=args.frames, input_size=args.input_size,
-                                  outputs=args.dds_outputs, bare_frame=lambda: sum(pipeline.run_once().values()))
+        dds = bench_node_over_dds(args.model, rgb, backend=args.dds_backend, device=args.dds_device,
+                                  frames=args.frames, input_size=args.input_size, outputs=args.dds_outputs,
+                                  bare_frame=lambda: sum(pipeline.run_once().values()))
         baseline = dds["bare_interleaved"]["p50"]
-        dds.update(backend=backend, bare_pipeline_p50_ms=baseline,
+        dds.update(backend=bare.describe(), bare_pipeline_p50_ms=baseline,
                    overhead_percent=100 * (dds["latency"]["p50"] - baseline) / baseline)
         report["node_over_dds"] = dds
     print(format_report(report))
@@ -121,6 +121,7 @@ def cmd_soak(args) -> int:
 
 
 def add_perf_commands(sub) -> None:
+    from .backends.base import BACKEND_NAMES
     from .cli import parse_network_size, parse_size
 
     quantize = sub.add_parser("quantize", help="ONNX Runtime static INT8 (QDQ) model for CPUs")
@@ -154,6 +155,10 @@ def add_perf_commands(sub) -> None:
     bench.add_argument("--operators", action="store_true",
                        help="also profile ONNX Runtime per operator type and slowest nodes")
     bench.add_argument("--no-dds", action="store_true", help="skip the node-over-DDS measurement")
+    bench.add_argument("--dds-backend", choices=BACKEND_NAMES, default="onnxruntime",
+                       help="the node's backend for the DDS measurement (default onnxruntime)")
+    bench.add_argument("--dds-device", choices=("auto", "cpu", "cuda"), default="cpu",
+                       help="the node's device for the DDS measurement (default cpu)")
     bench.add_argument("--dds-outputs", type=output_list, default=("class_mask",), metavar="NAME,...",
                        help=f"node outputs to subscribe to over DDS, of {','.join(BENCH_OUTPUTS)} (default "
                             "class_mask); latency is reported to the class mask and to the last output")

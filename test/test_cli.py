@@ -72,6 +72,17 @@ def test_build_engine_usage_errors_say_what_to_pass(bundled_model, capsys):
     assert "500x352: both sides must be positive multiples of 32" in capsys.readouterr().err
 
 
+def test_bench_refuses_a_dds_backend_the_machine_lacks_before_timing_anything(bundled_model, capsys):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime CUDA")
+    assert main(["bench", "--model", str(bundled_model), "--dds-device", "cuda"]) == 2
+    captured = capsys.readouterr()
+    assert "onnxruntime has no CUDAExecutionProvider" in captured.err
+    assert "| onnxruntime-cpu |" not in captured.out, "no backend was timed"
+
+
 def test_export_at_another_input_size_gives_a_graph_of_that_size(bundled_model, tmp_path):
     import onnx
 

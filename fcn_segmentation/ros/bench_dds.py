@@ -83,7 +83,8 @@ def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optiona
 
 
 @private_dds_domain()
-def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", frames: int = 50,
+def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
+                        frames: int = 50,
                         timeout: float = 60.0, log_path: str = None, input_size: Optional[Tuple[int, int]] = None,
                         outputs: Sequence[str] = ("class_mask",), bare_frame: Optional[Callable[[], float]] = None,
                         rounds: int = 5):
@@ -95,8 +96,9 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
     drifts by tens of percent over minutes, timing them minutes apart measures the drift."""
     latencies, all_latencies, bare = [], [], []
     blocks = np.array_split(np.arange(1, frames + 1), max(1, min(rounds, frames)))
-    with answering_node("bench_camera", node_parameters(model_path, backend, input_size), rgb, log_path, timeout,
-                        outputs) as node, tqdm(total=frames, desc="node over DDS", unit="frame") as progress:
+    params = node_parameters(model_path, backend, input_size, device=device)
+    with answering_node("bench_camera", params, rgb, log_path, timeout, outputs) as node, \
+            tqdm(total=frames, desc="node over DDS", unit="frame") as progress:
         for block in blocks:
             for index in block:
                 msg = image_msg(rgb, "bgr8", node.start_ns + int(index) * 1_000_000, "bench")
