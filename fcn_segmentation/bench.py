@@ -88,9 +88,8 @@ class BarePipeline:
         return {stage: (end - start) * 1e3 for stage, start, end in zip(STAGES, marks, marks[1:])}
 
 
-def bench_backend(backend, rgb: np.ndarray, frames: int, warmup: int, message_builder=None) -> Dict:
-    """Per-stage and total latency of ``BarePipeline`` over ``frames`` after ``warmup``."""
-    pipeline = BarePipeline(backend, rgb, message_builder)
+def bench_pipeline(pipeline: BarePipeline, frames: int, warmup: int) -> Dict:
+    """Per-stage and total latency of ``pipeline`` over ``frames`` after ``warmup``."""
     for _ in range(warmup):
         pipeline.run_once()
     runs = [pipeline.run_once() for _ in range(frames)]
@@ -164,14 +163,12 @@ def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_on
     report["skipped_backends"] = skipped
     builder = ros_message_builder()
     for label, backend in tqdm(found, desc="backends", unit="backend"):
-        result = bench_backend(backend, rgb, frames, warmup, builder)
+        pipeline = BarePipeline(backend, rgb, builder)
+        result = bench_pipeline(pipeline, frames, warmup)
         result["backend"] = backend.describe()
         result["achieved_gflops"] = report["gflops_per_frame"] / (result["inference"]["p50"] / 1e3)
         if operators and hasattr(backend, "operator_profile"):
-            from .preprocess import Preprocessor
-
-            batch = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)(rgb)
-            result["operator_profile"] = backend.operator_profile(batch, frames)
+            result["operator_profile"] = backend.operator_profile(pipeline.preprocess(rgb), frames)
         report["backends"][label] = result
     if "torch-cpu" in report["backends"] and "onnxruntime-cpu" in report["backends"]:
         report["onnxruntime_vs_torch_cpu_speedup"] = (report["backends"]["onnxruntime-cpu"]["fps"]

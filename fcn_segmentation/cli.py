@@ -117,9 +117,12 @@ def parse_size(text: str):
 
 def parse_network_size(text: str):
     """'320x224' -> (224, 320), both sides positive multiples of 32 (the exported graph's)."""
+    from .model.fcn import network_size_error
+
     height, width = parse_size(text)
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise argparse.ArgumentTypeError(f"{text}: both sides must be positive multiples of 32")
+    error = network_size_error(height, width)
+    if error:
+        raise argparse.ArgumentTypeError(error)
     return height, width
 
 

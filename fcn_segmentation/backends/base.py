@@ -57,6 +57,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
 
     Returns the backend and the reasons the faster candidates were not used (for the log).
     """
+    from ..model.fcn import network_size_error
     from ..model.model_file import load_model_file
 
     if name not in BACKEND_NAMES:
@@ -65,10 +66,10 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
         raise BackendError(f"unknown device {device!r}; choose auto, cpu or cuda")
     model, info = load_model_file(model_path)
     if input_size is not None:
-        height, width = input_size
-        if height <= 0 or width <= 0 or height % 32 or width % 32:
-            raise BackendError(f"network input size {width}x{height} must be positive multiples of 32")
-        info.input_height, info.input_width = height, width
+        error = network_size_error(*input_size)
+        if error:
+            raise BackendError(error)
+        info.input_height, info.input_width = input_size
     candidates = _candidates(name, device)
     skipped: List[str] = []
     for backend_name, backend_device in candidates:

@@ -21,12 +21,9 @@ class OnnxRuntimeBackend(Backend):
         provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
         if provider not in ort.get_available_providers():
             raise BackendUnavailable(f"onnxruntime has no {provider}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(with_class_ids(onnx_path), options, providers=[provider])
+            self.session = ort.InferenceSession(with_class_ids(onnx_path), session_options(threads),
+                                                providers=[provider])
         except Exception as exc:
             raise BackendError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
         self.device = device
@@ -46,9 +43,7 @@ class OnnxRuntimeBackend(Backend):
         type and for the slowest nodes. A second session with profiling on, so timed runs stay unprofiled."""
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.session.get_session_options().intra_op_num_threads
+        options = session_options(self.session.get_session_options().intra_op_num_threads)
         with tempfile.TemporaryDirectory() as folder:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(folder, "ort")
@@ -71,6 +66,17 @@ class OnnxRuntimeBackend(Backend):
 
 
 CLASS_IDS = "class_ids"
+
+
+def session_options(threads: int = 0):
+    """All graph optimisations; ``threads`` intra-op threads (0 = ONNX Runtime's default, one per core)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
 
 
 def with_class_ids(onnx_path) -> bytes:

@@ -16,6 +16,14 @@ from .surgery import bilinear_upsampler
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s")
 OUTPUT_STRIDE = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
+INPUT_MULTIPLE = 32  # the backbone's coarsest stride: exported graphs take sides that are multiples of it
+
+
+def network_size_error(height: int, width: int):
+    """Why (height, width) cannot be an exported graph's input size, or None if it can."""
+    if height <= 0 or width <= 0 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        return f"network input size {width}x{height}: both sides must be positive multiples of {INPUT_MULTIPLE}"
+    return None
 
 
 class FCN(nn.Module):

@@ -84,8 +84,8 @@ def answering_node(camera: str, params: dict, rgb: np.ndarray, log_path: Optiona
 
 @private_dds_domain()
 def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
-                        frames: int = 50,
-                        timeout: float = 60.0, log_path: str = None, input_size: Optional[Tuple[int, int]] = None,
+                        frames: int = 50, timeout: float = 60.0, log_path: str = None,
+                        input_size: Optional[Tuple[int, int]] = None,
                         outputs: Sequence[str] = ("class_mask",), bare_frame: Optional[Callable[[], float]] = None,
                         rounds: int = 5):
     """Publish -> class_mask latency, and publish -> last of ``outputs`` where more are subscribed
