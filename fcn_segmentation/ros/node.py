@@ -26,6 +26,7 @@ from ..defaults import default_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, class_ids, drivable_mask, \
     scaled_intrinsics
 from ..frames import DEFAULT_MAX_PIXELS, FrameError
+from ..model.fcn import INPUT_MULTIPLE
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
 from ..stats import PipelineStats, SequenceGaps
@@ -49,7 +50,9 @@ def _positive(v):
 
 
 def _network_side(v):
-    return None if v >= 0 and v % 32 == 0 else "must be 0 (the model file's) or a positive multiple of 32"
+    if v >= 0 and v % INPUT_MULTIPLE == 0:
+        return None
+    return f"must be 0 (the model file's) or a positive multiple of {INPUT_MULTIPLE}"
 
 
 def _fraction(v):
