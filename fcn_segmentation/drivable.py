@@ -1,9 +1,11 @@
 """Where the car may drive: a cleaned drivable-area mask and its projection onto the ground plane
 (inverse perspective mapping) as an occupancy grid in the vehicle frame.
 
-Frames: vehicle (base_link) x forward, y left, z up, origin on the ground. The camera sits at
-(x, y, height) with yaw (left positive), pitch (down positive) and roll; its optical frame is
-x right, y down, z forward. Flat ground (z = 0) is assumed.
+Frames: vehicle (base_link) x forward, y left, z up, origin on the ground (REP 103). The camera sits
+at (x, y, height) with yaw (positive = looking left), pitch (positive = looking down) and roll
+(positive = right side down), composed as tf's rpy (see CameraMount); its optical frame is x right,
+y down, z forward. Pixel centres are on integer coordinates, as in ROS and OpenCV. Lens distortion:
+plumb_bob or rational_polynomial (OpenCV's model). Flat ground (z = 0) is assumed.
 """
 
 import math
@@ -64,12 +66,19 @@ def drivable_mask(classes: np.ndarray, drivable: Sequence[int], cleaning: Option
 
 @dataclass(frozen=True)
 class CameraMount:
-    height: float = 1.5   # metres above the ground
-    pitch: float = 0.0    # radians, positive = looking down
-    roll: float = 0.0
-    yaw: float = 0.0      # radians, positive = looking left
-    x: float = 0.0        # metres ahead of the vehicle origin
-    y: float = 0.0        # metres left of the vehicle origin
+    """Where the camera sits on the vehicle, in the vehicle frame (REP 103: x forward, y left, z up).
+
+    The angles are those of the camera's body frame (x along the optical axis, y left, z up; not the
+    optical frame), in radians, composed as R = Rz(yaw) @ Ry(pitch) @ Rx(roll): the same as a URDF or
+    tf ``rpy`` of a base_link -> camera_link transform.
+    """
+
+    height: float = 1.5   # metres, optical centre above the ground
+    pitch: float = 0.0    # radians about y (left), positive = looking down
+    roll: float = 0.0     # radians about x (forward), positive = right side down (scene turns anticlockwise)
+    yaw: float = 0.0      # radians about z (up), positive = looking left
+    x: float = 0.0        # metres, optical centre ahead of the vehicle origin
+    y: float = 0.0        # metres, optical centre left of the vehicle origin
 
     def rotation(self) -> np.ndarray:
         """Camera body (x fwd, y left, z up) -> vehicle rotation: yaw, then pitch, then roll."""
@@ -101,46 +110,178 @@ class GridSpec:
 # Camera body (x fwd, y left, z up) -> optical (x right, y down, z fwd).
 _BODY_TO_OPTICAL = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], np.float64)
 
+# OpenCV's coefficient vector: (k1, k2, p1, p2[, k3[, k4, k5, k6[, s1, s2, s3, s4[, tau_x, tau_y]]]]).
+OPENCV_DISTORTION_LENGTHS = (4, 5, 8, 12, 14)
+# camera_info distortion_model -> the D lengths it takes, the usual one first. An empty D means no distortion.
+DISTORTION_MODELS = {"plumb_bob": (5, 4, 8, 12, 14), "rational_polynomial": (8, 12, 14)}
+
+_MIN_DEPTH = 1e-6  # metres along the optical axis; nearer points count as behind the camera
+# Undistortion is iterative; OpenCV's default 5 iterations leave tenths of a pixel near the corners of a strong
+# lens, a good share of the round-trip tolerance below.
+_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+# A ray the camera sees comes back from undistorting its own pixel to within the solver's accuracy; a ray
+# the lens polynomial folds back into the image comes back as the in-view ray with that pixel, far away.
+_ROUND_TRIP_TOLERANCE_PX = 0.5
+
+
+def _intrinsics_error(k: np.ndarray) -> Optional[str]:
+    if k.size != 9:
+        return f"K has {k.size} values; a camera matrix has 9 (fx 0 cx 0 fy cy 0 0 1)"
+    if not np.isfinite(k).all():
+        return "K has non-finite values"
+    fx, fy = k.flat[0], k.flat[4]
+    if fx <= 0 or fy <= 0:
+        return f"K has no positive focal length (fx {fx:g}, fy {fy:g}): the camera is not calibrated"
+    if not np.allclose(k.flat[6:9], (0, 0, 1), rtol=0, atol=1e-9):
+        return f"K's last row is {' '.join(f'{v:g}' for v in k.flat[6:9])}; a camera matrix has 0 0 1"
+    return None
+
+
+def camera_info_error(k, d, distortion_model: str, width: int, height: int) -> Optional[str]:
+    """Why a sensor_msgs/CameraInfo cannot be used for the ground projection, or None if it can.
+
+    Needed: K a calibrated pinhole matrix (9 finite values, fx and fy > 0, last row 0 0 1), the image
+    size, and a distortion model this module implements: plumb_bob or rational_polynomial with a D length
+    OpenCV takes for it, or none (empty model with an empty or all-zero D; an empty D with a supported
+    model also means none). A camera_info that passes builds a GroundGridProjector without error.
+    """
+    try:
+        k = np.asarray(k, np.float64).ravel()
+        d = np.asarray(d, np.float64).ravel()
+    except (TypeError, ValueError):
+        return "K and D must be lists of numbers"
+    error = _intrinsics_error(k)
+    if error:
+        return error
+    if width <= 0 or height <= 0:
+        return f"the image size is {width}x{height}; camera_info must give the size it was calibrated at"
+    if distortion_model and distortion_model not in DISTORTION_MODELS:
+        return (f"distortion model '{distortion_model}' is not supported; plumb_bob and rational_polynomial are "
+                "(fisheye models such as equidistant are not)")
+    if not np.isfinite(d).all():
+        return "D has non-finite values"
+    if not distortion_model:
+        if np.any(d):
+            return f"D has {d.size} coefficients but distortion_model is empty, so their meaning is unknown"
+        return None
+    lengths = DISTORTION_MODELS[distortion_model]
+    if d.size and d.size not in lengths:
+        others = ", ".join(str(n) for n in lengths[1:-1]) + f" or {lengths[-1]}"
+        return f"{distortion_model} takes {lengths[0]} coefficients (OpenCV also {others}); D has {d.size}"
+    return None
+
+
+def _distortion_coefficients(distortion) -> Optional[np.ndarray]:
+    """Coefficients in OpenCV's order, or None for no distortion (None, empty or all zero)."""
+    if distortion is None:
+        return None
+    coefficients = np.asarray(distortion, np.float64).ravel()
+    if not np.any(coefficients):
+        return None
+    if coefficients.size not in OPENCV_DISTORTION_LENGTHS:
+        raise ValueError(f"distortion has {coefficients.size} coefficients; OpenCV takes 4, 5, 8, 12 or 14")
+    if not np.isfinite(coefficients).all():
+        raise ValueError("distortion has non-finite coefficients")
+    return coefficients
+
+
+def _normalised_rays(points_vehicle: np.ndarray, mount: CameraMount) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, 3) vehicle-frame points -> mask of those in front of the camera, and their (x/z, y/z) in the optical
+    frame (undistorted normalised image coordinates)."""
+    camera_position = np.array([mount.x, mount.y, mount.height])
+    optical = (points_vehicle - camera_position) @ mount.rotation() @ _BODY_TO_OPTICAL.T
+    in_front = optical[:, 2] > _MIN_DEPTH
+    return in_front, optical[in_front, :2] / optical[in_front, 2:3]
+
+
+def _distort(normalised: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    if not len(normalised):
+        return normalised.copy()  # OpenCV returns None for no points
+    rays = np.concatenate([normalised, np.ones((len(normalised), 1))], axis=1).reshape(-1, 1, 3)
+    distorted, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), np.eye(3), coefficients)
+    return distorted.reshape(-1, 2)
+
+
+def _undistort(distorted: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    if not len(distorted):
+        return distorted.copy()
+    points = distorted.reshape(-1, 1, 2)
+    if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4 takes termination criteria only here
+        undistorted = cv2.undistortPointsIter(points, np.eye(3), coefficients, None, None, _UNDISTORT_CRITERIA)
+    else:  # OpenCV 5 folded them into undistortPoints
+        undistorted = cv2.undistortPoints(points, np.eye(3), coefficients, criteria=_UNDISTORT_CRITERIA)
+    return undistorted.reshape(-1, 2)
+
+
+def _pixels(distorted: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Distorted normalised coordinates -> pixel (u, v); K's last row is 0 0 1."""
+    return distorted @ K[:2, :2].T + K[:2, 2]
+
 
 def project_to_image(points_vehicle: np.ndarray, K: np.ndarray, mount: CameraMount,
                      distortion: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """(N, 3) vehicle-frame points -> (N, 2) pixel (u, v) and a mask of points in front of the camera."""
-    rotation = mount.rotation()
-    camera_position = np.array([mount.x, mount.y, mount.height])
-    optical = (points_vehicle - camera_position) @ rotation @ _BODY_TO_OPTICAL.T
-    in_front = optical[:, 2] > 1e-6
-    if distortion is not None and np.any(distortion):
-        pixels, _ = cv2.projectPoints(optical[in_front].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), K, distortion)
-        uv = np.full((len(optical), 2), np.nan)
-        uv[in_front] = pixels.reshape(-1, 2)
-        return uv, in_front
-    with np.errstate(divide="ignore", invalid="ignore"):
-        homogeneous = optical @ K.T
-        uv = homogeneous[:, :2] / homogeneous[:, 2:3]
+    """(N, 3) vehicle-frame points -> (N, 2) pixel (u, v) and a mask of points in front of the camera.
+
+    Pixel centres are on integer coordinates (ROS and OpenCV); points behind the camera get NaN.
+    ``distortion`` is OpenCV's coefficient vector (plumb_bob / rational_polynomial D). With it, (u, v) is
+    where the lens model sends the point, which for points far outside the field of view can be back
+    inside the image; GroundGridProjector leaves those out.
+    """
+    coefficients = _distortion_coefficients(distortion)
+    in_front, normalised = _normalised_rays(np.asarray(points_vehicle, np.float64), mount)
+    distorted = normalised if coefficients is None else _distort(normalised, coefficients)
+    uv = np.full((len(in_front), 2), np.nan)
+    uv[in_front] = _pixels(distorted, np.asarray(K, np.float64))
     return uv, in_front
 
 
+def _undistorts_back(normalised: np.ndarray, distorted: np.ndarray, coefficients: np.ndarray,
+                     K: np.ndarray) -> np.ndarray:
+    """Which rays the camera really sees: undistorting their distorted position gives the ray back."""
+    back = _undistort(distorted, coefficients)
+    with np.errstate(invalid="ignore"):
+        error_px = np.abs(back - normalised) * (K[0, 0], K[1, 1])
+        return (error_px <= _ROUND_TRIP_TOLERANCE_PX).all(axis=1)
+
+
 class GroundGridProjector:
-    """Precomputed cell -> pixel lookup (once per camera_info); each frame only gathers mask pixels."""
+    """Precomputed cell -> pixel lookup (once per camera_info); each frame only gathers mask pixels.
+
+    A cell is seen when its centre is in front of the camera, the nearest pixel centre to its projection
+    lies in the image and, with distortion, that position undistorts back to the cell's own ray: the lens
+    polynomial folds rays far outside the field of view back into the image, and those cells stay unknown.
+    Raises ValueError for an unusable K, image size or distortion vector (see camera_info_error).
+    """
 
     def __init__(self, K: np.ndarray, image_size: Tuple[int, int], mount: CameraMount, grid: GridSpec,
                  distortion: Optional[np.ndarray] = None):
-        self.grid, self.mount = grid, mount
+        K = np.asarray(K, np.float64)
+        error = _intrinsics_error(K)
+        if error:
+            raise ValueError(error)
         self.image_height, self.image_width = image_size
+        if self.image_height <= 0 or self.image_width <= 0:
+            raise ValueError(f"the image size is {self.image_width}x{self.image_height}")
+        coefficients = _distortion_coefficients(distortion)
+        K = K.reshape(3, 3)
+        self.grid, self.mount = grid, mount
         rows, cols = grid.cells
         x0, y0 = grid.origin_xy
         xs = x0 + (np.arange(cols) + 0.5) * grid.resolution
         ys = y0 + (np.arange(rows) + 0.5) * grid.resolution
         gx, gy = np.meshgrid(xs, ys)  # (rows, cols): row = y index, column = x index
         points = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
-        uv, in_front = project_to_image(points, np.asarray(K, np.float64), mount, distortion)
-        with np.errstate(invalid="ignore"):
-            u = np.floor(uv[:, 0]).astype(np.int64, copy=False)
-            v = np.floor(uv[:, 1]).astype(np.int64, copy=False)
-            seen = in_front & np.isfinite(uv).all(axis=1) & (u >= 0) & (u < self.image_width) \
-                & (v >= 0) & (v < self.image_height)
-        self.seen_cells = np.flatnonzero(seen)
-        self.seen_pixels = v[seen] * self.image_width + u[seen]
+        in_front, normalised = _normalised_rays(points, mount)
+        distorted = normalised if coefficients is None else _distort(normalised, coefficients)
+        with np.errstate(invalid="ignore", over="ignore"):
+            uv = np.floor(_pixels(distorted, K) + 0.5)  # nearest pixel centre
+            inside = np.isfinite(uv).all(axis=1) & (uv[:, 0] >= 0) & (uv[:, 0] < self.image_width) \
+                & (uv[:, 1] >= 0) & (uv[:, 1] < self.image_height)
+        if coefficients is not None:
+            inside[inside] = _undistorts_back(normalised[inside], distorted[inside], coefficients, K)
+        u, v = uv[inside].astype(np.int64).T
+        self.seen_cells = np.flatnonzero(in_front)[inside]
+        self.seen_pixels = v * self.image_width + u
         self.shape = (rows, cols)
 
     def grid_values(self, mask: np.ndarray) -> np.ndarray:
