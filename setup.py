@@ -30,7 +30,7 @@ setup(
     extras_require={"test": ["pytest"]},  # colcon test runs pytest when it sees this
     entry_points={
         "console_scripts": [
-            "segmentation_node = fcn_segmentation.ros.node:main",
+            "segmentation_node = fcn_segmentation.ros.node_main:main",
             "fcnseg = fcn_segmentation.cli:main",
         ],
     },

@@ -14,6 +14,7 @@ class PipelineStats:
     def __init__(self, window: int = 300):
         self._lock = threading.Lock()
         self.received = self.processed = self.dropped = self.rejected = self.failed = self.missed = 0
+        self.grid_failed = 0
         self._latency_ms = deque(maxlen=window)
         self._done_at = deque(maxlen=window)
         self.stage_ms: Dict[str, deque] = {}
@@ -37,7 +38,8 @@ class PipelineStats:
             done = list(self._done_at)
             stages = {k: float(np.median(v)) for k, v in self.stage_ms.items() if v}
             counters = {"received": self.received, "processed": self.processed, "dropped": self.dropped,
-                        "rejected": self.rejected, "failed": self.failed, "missed": self.missed}
+                        "rejected": self.rejected, "failed": self.failed, "missed": self.missed,
+                        "grid_failed": self.grid_failed}
         # Rate over the last few seconds, so a stalled pipeline reads 0, not its old rate.
         recent = [t for t in done if t >= time.monotonic() - self.fps_window_s]
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0

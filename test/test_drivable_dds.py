@@ -119,4 +119,65 @@ def test_runtime_parameters_are_validated(running_node):
     assert set_one("drivable_classes", ["Road", "Pavement"]).successful
     assert set_one("overlay_alpha", 0.3).successful
     read_only = set_one("backend", "torch")
-    assert not read_only.successful
+    assert not read_only.successful and "read-only" in read_only.reason
+    assert set_one("overlay_alpha", 1).successful, "a whole number is a fine decimal"
+
+
+def _set_parameters(client, executor, **values):
+    parameters = AsyncParameterClient(client, f"{NS}/fcn_segmentation")
+    assert parameters.wait_for_services(10.0)
+    future = parameters.set_parameters([Parameter(name, value=value) for name, value in values.items()])
+    executor.spin_until_future_complete(future, timeout_sec=10)
+    results = future.result().results
+    assert all(r.successful for r in results), [r.reason for r in results]
+
+
+def test_runtime_parameters_take_effect(running_node, sample_dir):
+    process, client, executor, info_pub, log = running_node
+    image_path, label_path = split_pairs(sample_dir, "val")[4]
+    info = camera_info_msg(480, 360, 500.0)
+
+    _set_parameters(client, executor, publish_drivable_mask=False)
+    msg = image_msg(read_rgb(image_path), "rgb8", time.time_ns(), "camera_optical_frame")
+    assert publish_until_answered(executor, client, msg, ("drivable_grid",), timeout=20,
+                                  publish_companions=lambda: info_pub.publish(info))
+    spin_until(executor, lambda: False, 0.5)  # the mask would have gone out before the grid
+    assert "drivable_mask" not in _outputs(client, msg)
+
+    # The sky as the "drivable" class, uncleaned: the mask follows the new classes at once.
+    _set_parameters(client, executor, publish_drivable_mask=True, drivable_classes=["Sky"], drivable_mask_mode="raw")
+    msg = image_msg(read_rgb(image_path), "rgb8", time.time_ns(), "camera_optical_frame")
+    assert publish_until_answered(executor, client, msg, ("drivable_mask",))
+    mask = image_to_array(_outputs(client, msg)["drivable_mask"])
+    sky = read_label(label_path, 11) == 0
+    assert (mask[sky] == 255).mean() > 0.8 and (mask[~sky] == 0).mean() > 0.9
+    _set_parameters(client, executor, drivable_classes=["Road"], drivable_mask_mode="cleaned")
+
+
+@pytest.mark.parametrize("problem,expected", [
+    ("short_distortion", "plumb_bob"),
+    ("zero_focal_length", "focal"),
+])
+def test_a_bad_camera_info_stops_only_the_grid_and_diagnostics_say_why(running_node, sample_dir, problem, expected):
+    process, client, executor, info_pub, log = running_node
+    bad = camera_info_msg(480, 360, 500.0)
+    if problem == "short_distortion":
+        bad.d = [0.1, 0.0, 0.0]  # three coefficients: no distortion model takes three
+    else:
+        bad.k = [0.0] * 9  # what an uncalibrated driver sends
+    msg = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
+    assert publish_until_answered(executor, client, msg, ("drivable_mask",), timeout=20,
+                                  publish_companions=lambda: info_pub.publish(bad))
+    spin_until(executor, lambda: False, 0.5)
+    assert "drivable_grid" not in _outputs(client, msg)
+    assert spin_until(executor, lambda: expected in client.last_diagnostic_values().get("drivable_grid", ""), 5), \
+        client.last_diagnostic_values()
+    assert process.poll() is None
+    assert "the drivable grid is not published until a usable one arrives" in log.read_text()
+
+    # A good camera_info brings the grid back.
+    good = camera_info_msg(480, 360, 500.0)
+    later = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "camera_optical_frame")
+    assert _mask_and_grid(executor, client, later, info_pub, good)
+    assert spin_until(executor, lambda: client.last_diagnostic_values().get("drivable_grid", "").startswith(
+        "published"), 5)

@@ -11,6 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
 
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
@@ -89,14 +90,15 @@ def test_round_trip_masks_match_header_size_and_ground_truth(node_process, clien
 def _bad_frames():
     good = np.zeros((8, 8, 3), np.uint8)
     bad = []
-    # unknown encoding, zero width, step < width x 3, data shorter / longer than step x height,
-    # odd width for 4:2:2, huge dimensions
-    for encoding, width, height, step, size in (("32FC1", 8, 8, 32, 256), ("rgb8", 0, 8, 24, 0),
-                                                ("rgb8", 8, 8, 10, 80), ("rgb8", 8, 8, 24, 100),
-                                                ("rgb8", 8, 8, 24, 300), ("yuv422", 7, 8, 14, 112),
-                                                ("rgb8", 100_000, 100_000, 300_000, 192)):
+    # unknown encoding, zero width, zero height, step < width x 3, data shorter / longer than
+    # step x height, odd width for 4:2:2, huge dimensions, a byte-order flag that is neither 0 nor 1
+    for encoding, width, height, step, size, bigendian in (
+            ("32FC1", 8, 8, 32, 256, 0), ("rgb8", 0, 8, 24, 0, 0), ("rgb8", 8, 0, 24, 0, 0),
+            ("rgb8", 8, 8, 10, 80, 0), ("rgb8", 8, 8, 24, 100, 0), ("rgb8", 8, 8, 24, 300, 0),
+            ("yuv422", 7, 8, 14, 112, 0), ("rgb8", 100_000, 100_000, 300_000, 192, 0), ("mono16", 8, 8, 16, 128, 2)):
         msg = image_msg(good, "rgb8", time.time_ns(), "bad")
         msg.encoding, msg.width, msg.height, msg.step, msg.data = encoding, width, height, step, bytes(size)
+        msg.is_bigendian = bigendian
         bad.append(msg)
     return bad
 
@@ -114,10 +116,16 @@ def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_processed(no
         spin_until(executor, lambda: False, 0.3)  # one at a time: newest-frame processing may drop a burst
     good = image_msg(read_rgb(split_pairs(sample_dir, "val")[0][0]), "rgb8", time.time_ns(), "good")
     assert publish_until_answered(executor, node, good)
-    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before + 7, 10)
+    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before + 9, 10)
     assert process.poll() is None
     text = log.read_text()
     assert "unsupported encoding '32FC1'" in text and "rejected frame" in text
+    levels = [status.level for array in node.diagnostics for status in array.status]
+    assert DiagnosticStatus.WARN in levels, "rejected frames make the next diagnostics a warning"
+    # ... for one period: with no bad frames since, the node is OK again.
+    node.diagnostics.clear()
+    assert spin_until(executor, lambda: any(status.level == DiagnosticStatus.OK for array in node.diagnostics
+                                            for status in array.status), 5)
 
 
 def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_dir, tmp_path):
@@ -173,6 +181,9 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
     ({"qos_depth": "deep"}, "parameter 'qos_depth'"),
     ({"network_image_width": 480}, "set both network_image_width and network_image_height, or neither"),
     ({"network_image_width": 100, "network_image_height": 64}, "must be 0 (the model file's) or a positive multiple"),
+    ({"publish_overlays": False}, "unknown parameter 'publish_overlays': did you mean 'publish_overlay'?"),
+    ({"grid_resolution": 0.001}, "check grid_resolution (metres per cell)"),
+    ({"drivable_close_kernel_px": 500}, "parameter 'drivable_close_kernel_px' is 500: must be in [0, 99]"),
 ])
 def test_startup_errors_exit_non_zero_with_a_fix_it_message(dds_env, params, message):
     from fcn_segmentation.ros.client import node_command
@@ -215,3 +226,46 @@ def test_an_unwritable_onnx_cache_is_a_startup_error_that_says_what_to_check(dds
     assert result.returncode == 2, result.stderr
     assert "startup error:" in result.stderr and "are writable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _wait_for_log(process, log, text, timeout=120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return text in log.read_text()
+
+
+def test_whole_numbers_for_decimals_and_other_nodes_parameters_are_accepted(dds_env, bundled_model, tmp_path):
+    log = tmp_path / "node.log"
+    process = start_node({"model_path": str(bundled_model), "camera_height": 2, "overlay_alpha": 1,
+                          "wheel_base": 2.7}, remaps={"__ns": "/whole"}, log_path=str(log))
+    started = _wait_for_log(process, log, "listening on")
+    assert stop_node(process) == 0
+    text = log.read_text()
+    assert started, text[-3000:]
+    assert "ignoring parameter 'wheel_base': fcn_segmentation has no such parameter" in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("moment", ["importing", "exporting"])
+def test_a_stop_signal_while_starting_exits_cleanly(dds_env, bundled_model, tmp_path, signum, moment):
+    """Starting can take minutes (ONNX export, TensorRT engine build): Ctrl-C then is no crash."""
+    import shutil
+
+    model = tmp_path / bundled_model.name
+    shutil.copy(bundled_model, model)  # no cached ONNX beside it: the node exports one while starting
+    log = tmp_path / "node.log"
+    process = start_node({"model_path": str(model), "backend": "onnxruntime"}, remaps={"__ns": "/early"},
+                         log_path=str(log))
+    if moment == "importing":
+        time.sleep(0.3)
+    else:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("*.onnx*")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+    process.send_signal(signum)
+    code = process.wait(timeout=60)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert "listening on" not in text, "the signal came after the node had started: the test missed its moment"

@@ -3,7 +3,9 @@ confidence, drivable-area mask and occupancy grid, and diagnostics. Image work h
 (``Segmenter``, ``drivable``); this file handles parameters, QoS, threading and messages."""
 
 import array
+import difflib
 import signal
+import traceback
 import sys
 import threading
 import time
@@ -23,8 +25,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..backends import BACKEND_NAMES, BackendError, create_backend
 from ..defaults import default_model_path
-from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, class_ids, drivable_mask, \
-    scaled_intrinsics
+from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, class_ids, \
+    drivable_mask, scaled_intrinsics
 from ..frames import DEFAULT_MAX_PIXELS, FrameError
 from ..model.fcn import INPUT_MULTIPLE
 from ..model.model_file import ModelFileError
@@ -34,6 +36,11 @@ from ..visualize import overlay
 from .conversions import array_to_image, compressed_to_rgb, image_to_rgb
 
 NODE_NAME = "fcn_segmentation"
+MAX_CLOSE_KERNEL_PX = 99  # beyond this the closing costs more than the network and erases the road's shape
+MAX_GRID_CELLS = 4_000_000  # e.g. 200 m x 200 m at 0.1 m; more is a typo in the resolution, not a map
+# Parameters rclpy declares itself, and the prefix of its QoS overrides: not ours to check.
+RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")
+RCLPY_PARAMETER_PREFIXES = ("qos_overrides.",)
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
@@ -53,6 +60,10 @@ def _network_side(v):
     if v >= 0 and v % INPUT_MULTIPLE == 0:
         return None
     return f"must be 0 (the model file's) or a positive multiple of {INPUT_MULTIPLE}"
+
+
+def _between(low, high):
+    return lambda v: None if low <= v <= high else f"must be in [{low}, {high}]"
 
 
 def _fraction(v):
@@ -96,7 +107,8 @@ PARAMETERS = {
     "drivable_classes": (["Road"], "class names the car may drive on", True, None),
     "drivable_mask_mode": ("cleaned", "cleaned (holes closed, specks removed, connected to the ego lane) or "
                            "raw (union of the drivable classes)", True, _choice("cleaned", "raw")),
-    "drivable_close_kernel_px": (7, "closing kernel for holes and gaps in pixels; 0 = off", True, _at_least(0)),
+    "drivable_close_kernel_px": (7, "closing kernel for holes and gaps in pixels; 0 = off", True,
+                                 _between(0, MAX_CLOSE_KERNEL_PX)),
     "drivable_min_region_px": (200, "drivable regions smaller than this are removed; 0 = off", True, _at_least(0)),
     "drivable_connect_to_ego": (True, "keep only regions touching the bottom-centre ego zone", True, None),
     "ego_zone_width": (0.3, "ego zone width as a share of the image width", True, _fraction),
@@ -106,12 +118,15 @@ PARAMETERS = {
     "grid_range_ahead": (40.0, "metres covered in front of the vehicle origin", False, _positive),
     "grid_width": (20.0, "metres covered across, centred on the vehicle", False, _positive),
     "camera_height": (1.5, "camera height above the ground, metres", False, _positive),
-    "camera_pitch": (0.0, "camera pitch, radians, positive = looking down", False, None),
-    "camera_roll": (0.0, "camera roll, radians", False, None),
-    "camera_yaw": (0.0, "camera yaw, radians, positive = looking left", False, None),
+    "camera_pitch": (0.0, "camera pitch about the left axis, radians, positive = looking down (REP 103)", False, None),
+    "camera_roll": (0.0, "camera roll about the forward axis, radians, "
+                    "positive = right side down (REP 103)", False, None),
+    "camera_yaw": (0.0, "camera yaw about the up axis, radians, positive = looking left (REP 103)", False, None),
     "camera_x": (0.0, "camera position ahead of the vehicle origin, metres", False, None),
     "camera_y": (0.0, "camera position left of the vehicle origin, metres", False, None),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages", False, _positive),
+    "stall_timeout": (3.0, "diagnostics report ERROR when a frame has waited or been in work this many seconds",
+                      False, _positive),
     "log_throttle_period": (5.0, "seconds between repeated warnings about bad frames", False, _positive),
 }
 
@@ -125,13 +140,19 @@ class SegmentationNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self._slot_lock = threading.Condition()
         self._pending = None  # (message, receive time) of the newest unprocessed frame
+        self._waiting_since: Optional[float] = None  # when the slot last went from empty to full
+        self._in_work_since: Optional[float] = None  # when the worker took the frame it is on
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
         self.config = {}
+        self._check_parameter_names()
         for name, (default, description, runtime, _) in PARAMETERS.items():
+            # Decimal parameters also take whole numbers ("camera_height: 2"), which rclpy would refuse
+            # as INTEGER for a DOUBLE: _check_parameter checks the type instead.
+            descriptor = ParameterDescriptor(description=description, read_only=not runtime,
+                                             dynamic_typing=isinstance(default, float))
             try:
-                self.declare_parameter(name, default, ParameterDescriptor(description=description,
-                                                                          read_only=not runtime))
+                self.declare_parameter(name, default, descriptor)
             except ParameterException as exc:  # e.g. a YAML value of the wrong type
                 raise StartupError(f"parameter '{name}': {exc}") from exc
             value = self.get_parameter(name).value
@@ -180,6 +201,12 @@ class SegmentationNode(Node):
                                  x=self.config["camera_x"], y=self.config["camera_y"])
         self.grid_spec = GridSpec(self.config["grid_resolution"], self.config["grid_range_ahead"],
                                   self.config["grid_width"])
+        rows, columns = self.grid_spec.cells
+        if rows * columns > MAX_GRID_CELLS:
+            raise StartupError(f"the drivable grid would have {columns}x{rows} cells (grid_range_ahead / "
+                               f"grid_resolution x grid_width / grid_resolution), more than {MAX_GRID_CELLS}: "
+                               "check grid_resolution (metres per cell)")
+        self._grid_state = "waiting for the first image"
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         out_qos = QoSProfile(depth=self.config["output_qos_depth"], reliability=ReliabilityPolicy.RELIABLE,
@@ -210,6 +237,19 @@ class SegmentationNode(Node):
         self._worker.start()
 
     # -- parameters ---------------------------------------------------------------------------
+    def _check_parameter_names(self) -> None:
+        """A misspelt parameter would otherwise be ignored without a word: fail on near misses of our
+        names and log the rest (a stack-wide params file may carry other nodes' keys)."""
+        # rclpy keeps the --ros-args / params-file values it was given in this (private) dict.
+        given = getattr(self, "_parameter_overrides", {})
+        for name in sorted(given):
+            if name in PARAMETERS or name in RCLPY_PARAMETERS or name.startswith(RCLPY_PARAMETER_PREFIXES):
+                continue
+            close = difflib.get_close_matches(name, PARAMETERS, n=1, cutoff=0.8)
+            if close:
+                raise StartupError(f"unknown parameter '{name}': did you mean '{close[0]}'?")
+            self.get_logger().warning(f"ignoring parameter '{name}': {NODE_NAME} has no such parameter")
+
     def _check_parameter(self, name: str, value) -> Optional[str]:
         default, _, _, validator = PARAMETERS[name]
         numeric = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
@@ -252,6 +292,8 @@ class SegmentationNode(Node):
         with self._slot_lock:
             if self._pending is not None:
                 self.stats.count("dropped")
+            else:
+                self._waiting_since = received
             self._pending = (msg, received)
             self._slot_lock.notify()
 
@@ -267,6 +309,7 @@ class SegmentationNode(Node):
                     return
                 msg, received = self._pending
                 self._pending = None
+                self._in_work_since = time.monotonic()
             try:
                 self.process(msg, received)
             except FrameError as exc:
@@ -276,6 +319,8 @@ class SegmentationNode(Node):
                 self.stats.count("failed")
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 self._warn_throttled("failed", f"segmentation failed: {self.stats.last_error}")
+            finally:
+                self._in_work_since = None
 
     # -- the pipeline -------------------------------------------------------------------------
     def process(self, msg, received: float) -> None:
@@ -292,8 +337,11 @@ class SegmentationNode(Node):
         if config["publish_class_mask"] and self.class_mask_pub.get_subscription_count():
             self.class_mask_pub.publish(array_to_image(result.classes, "mono8", header))
         t3 = time.perf_counter()
+        class_mask_latency_ms = (time.monotonic() - received) * 1e3
         want_mask = config["publish_drivable_mask"] and self.drivable_mask_pub.get_subscription_count() > 0
         want_grid = config["publish_drivable_grid"] and self.drivable_grid_pub.get_subscription_count() > 0
+        if config["publish_drivable_grid"] and not want_grid:
+            self._grid_state = "not published: no subscriber"
         if want_mask or want_grid:
             self._publish_drivable(result.classes, header, want_mask, want_grid)
         t4 = time.perf_counter()
@@ -309,8 +357,8 @@ class SegmentationNode(Node):
             self.confidence_pub.publish(array_to_image(result.confidence(), "mono8", header))
         t5 = time.perf_counter()
         stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2 + t5 - t4) * 1e3,
-                      drivable=(t4 - t3) * 1e3)
-        self.stats.record((time.monotonic() - received) * 1e3, stages)
+                      drivable=(t4 - t3) * 1e3, all_outputs_latency=(time.monotonic() - received) * 1e3)
+        self.stats.record(class_mask_latency_ms, stages)
 
     def _publish_drivable(self, classes: np.ndarray, header, want_mask: bool, want_grid: bool) -> None:
         config = self.config
@@ -322,28 +370,41 @@ class SegmentationNode(Node):
         mask = drivable_mask(classes, ids, cleaning)
         if want_mask:
             self.drivable_mask_pub.publish(array_to_image(mask, "mono8", header))
-        projector = self._projector_for(mask.shape) if want_grid else None
-        if projector is not None:
-            self.drivable_grid_pub.publish(self._grid_message(projector.grid_values(mask), header))
+        if not want_grid:
+            return
+        try:
+            projector = self._projector_for(mask.shape)
+            if projector is not None:
+                self.drivable_grid_pub.publish(self._grid_message(projector.grid_values(mask), header))
+                self._grid_state = f"published ({len(projector.seen_cells)} cells in view)"
+        except Exception as exc:  # a grid problem must not cost the frame its other outputs
+            self.stats.count("grid_failed")
+            self._grid_state = f"not published: {type(exc).__name__}: {exc}"
+            self._warn_throttled("grid_failed", f"drivable grid failed: {exc}")
 
     def _projector_for(self, image_hw) -> Optional[GroundGridProjector]:
-        """The cell -> pixel table for the current camera_info and image size, rebuilt only on change."""
+        """The cell -> pixel table for the current camera_info and image size, rebuilt only on change;
+        None (and the reason in diagnostics and the log) while there is no usable camera_info."""
         info = self._camera_info
+        topic = self.camera_info_sub.topic_name
         if info is None:
+            self._grid_state = f"not published: no camera_info received on {topic}"
             return None
-        key = (tuple(info.k), tuple(info.d), info.width, info.height, tuple(image_hw))
-        if key != self._projector_key:
-            K = scaled_intrinsics(np.asarray(info.k, np.float64).reshape(3, 3), (info.height, info.width), image_hw)
-            if K[0, 0] <= 0 or K[1, 1] <= 0:
-                self._warn_throttled("camera_info", f"camera_info on {self.camera_info_sub.topic_name} has no "
-                                     "focal length (K is zero); the grid is not published")
-                return None
-            modelled = info.distortion_model in ("plumb_bob", "rational_polynomial")
-            distortion = np.asarray(info.d, np.float64) if modelled else None
-            self._projector = GroundGridProjector(K, tuple(image_hw), self.mount, self.grid_spec, distortion)
-            self._projector_key = key
-            self.get_logger().info(f"ground projection built for {image_hw[1]}x{image_hw[0]} images "
-                                   f"(fx {K[0, 0]:.1f}), {len(self._projector.seen_cells)} cells in view")
+        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height, tuple(image_hw))
+        if key == self._projector_key:
+            return self._projector
+        self._projector, self._projector_key = None, key  # a bad camera_info is judged once, not per frame
+        error = camera_info_error(info.k, info.d, info.distortion_model, info.width, info.height)
+        if error:
+            self._grid_state = f"not published: camera_info on {topic}: {error}"
+            self.get_logger().warning(f"camera_info on {topic}: {error}; the drivable grid is not published "
+                                      "until a usable one arrives")
+            return None
+        K = scaled_intrinsics(np.asarray(info.k, np.float64).reshape(3, 3), (info.height, info.width), image_hw)
+        distortion = np.asarray(info.d, np.float64) if len(info.d) else None
+        self._projector = GroundGridProjector(K, tuple(image_hw), self.mount, self.grid_spec, distortion)
+        self.get_logger().info(f"ground projection built for {image_hw[1]}x{image_hw[0]} images "
+                               f"(fx {K[0, 0]:.1f}), {len(self._projector.seen_cells)} cells in view")
         return self._projector
 
     def _grid_message(self, values: np.ndarray, header) -> OccupancyGrid:
@@ -372,21 +433,13 @@ class SegmentationNode(Node):
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: segmentation"  # unique per camera
         status.hardware_id = self.segmenter.backend.describe()
-        if snap["failed"]:
-            status.level = DiagnosticStatus.WARN
-            status.message = f"{snap['failed']} frames failed: {self.stats.last_error}"
-        elif snap["rejected"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"{snap['rejected']} frames rejected"
-        elif snap["received"] == 0:
-            status.level, status.message = DiagnosticStatus.OK, f"waiting for images on {self.image_sub.topic_name}"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, f"{snap['fps']:.1f} fps"
+        status.level, status.message = self._health(snap)
         if not self.config["publish_drivable_grid"]:
             grid_state = "disabled"
         elif self._camera_info is None:
             grid_state = f"not published: no camera_info received on {self.camera_info_sub.topic_name}"
         else:
-            grid_state = "published" if self._projector is not None else "waiting for the first image"
+            grid_state = self._grid_state
         values = {"backend": self.segmenter.backend.describe(), "model": self.model_path,
                   "model_variant": f"{info.variant}/{info.backbone}",
                   "input_size": f"{info.input_width}x{info.input_height}", "drivable_grid": grid_state, **snap}
@@ -396,6 +449,28 @@ class SegmentationNode(Node):
         array_msg.header.stamp = self.get_clock().now().to_msg()
         array_msg.status = [status]
         self.diagnostics_pub.publish(array_msg)
+
+    def _health(self, snap):
+        """Level and message from what happened since the last diagnostics message (one bad frame an
+        hour ago is not a warning now), and ERROR while the pipeline is stuck."""
+        previous, self._previous_snapshot = getattr(self, "_previous_snapshot", None), snap
+        since = {k: snap[k] - (previous[k] if previous else 0) for k in ("failed", "rejected", "grid_failed")}
+        now = time.monotonic()
+        stuck_for = max(now - self._in_work_since if self._in_work_since is not None else 0.0,
+                        now - self._waiting_since if self._pending is not None and self._waiting_since else 0.0)
+        if self._worker is not None and not self._worker.is_alive():
+            return DiagnosticStatus.ERROR, "the segmentation worker has stopped; restart the node"
+        if stuck_for > self.config["stall_timeout"]:
+            return DiagnosticStatus.ERROR, f"stalled: a frame has waited or been in work for {stuck_for:.1f} s"
+        if since["failed"]:
+            return DiagnosticStatus.WARN, f"{since['failed']} frames failed: {self.stats.last_error}"
+        if since["rejected"]:
+            return DiagnosticStatus.WARN, f"{since['rejected']} frames rejected (see the log for why)"
+        if since["grid_failed"]:
+            return DiagnosticStatus.WARN, f"drivable grid failed {since['grid_failed']} times: {self._grid_state}"
+        if snap["received"] == 0:
+            return DiagnosticStatus.OK, f"waiting for images on {self.image_sub.topic_name}"
+        return DiagnosticStatus.OK, f"{snap['fps']:.1f} fps"
 
     def destroy_node(self):
         with self._slot_lock:
@@ -410,7 +485,9 @@ def main(args=None) -> int:
     rclpy.init(args=args)
     node: Optional[SegmentationNode] = None
     try:
-        node = SegmentationNode()
+        node = _start_node()
+        if node is None:
+            return 0  # asked to stop while starting
         rclpy.spin(node)
     except StartupError as exc:
         print(f"[{NODE_NAME}] startup error: {exc}", file=sys.stderr)
@@ -427,6 +504,27 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         _ignore_stop_signals()
     return 0
+
+
+def _start_node() -> Optional[SegmentationNode]:
+    """The node, or None when SIGINT/SIGTERM arrived while it was starting (a model export or an
+    engine build can take minutes): rclpy has then shut the context down under us, and whatever
+    that broke is not an error."""
+    try:
+        node = SegmentationNode()
+    except (StartupError, KeyboardInterrupt):
+        if not rclpy.ok():
+            return None
+        raise
+    except Exception as exc:
+        if not rclpy.ok():
+            return None
+        traceback.print_exc()
+        raise StartupError(f"unexpected {type(exc).__name__} while starting: {exc}") from exc
+    if not rclpy.ok():
+        node.destroy_node()
+        return None
+    return node
 
 
 def _ignore_stop_signals() -> None:
