@@ -77,12 +77,21 @@ def params_file_for_node(params_file: str, node_fqn: str) -> str:
         sections = yaml.safe_load(stream) or {}
     if NODE_NAME not in sections:
         return params_file
-    shared = sections.pop(NODE_NAME).get("ros__parameters", {})
-    specific = sections.get(node_fqn, {}).get("ros__parameters", {})
+    shared = _node_parameters(params_file, NODE_NAME, sections.pop(NODE_NAME))
+    specific = _node_parameters(params_file, node_fqn, sections.get(node_fqn, {"ros__parameters": {}}))
     sections[node_fqn] = {"ros__parameters": {**shared, **specific}}
     with tempfile.NamedTemporaryFile("w", prefix=f"{NODE_NAME}_", suffix=".yaml", delete=False) as out:
         yaml.safe_dump(sections, out)
     return out.name
+
+
+def _node_parameters(params_file: str, section: str, content) -> dict:
+    """The section's parameters; a section without `ros__parameters` (a typo such as
+    `ros_parameters:`) would otherwise be dropped without a word."""
+    if not isinstance(content, dict) or not isinstance(content.get("ros__parameters"), dict):
+        raise RuntimeError(f"{params_file}: section '{section}' has no 'ros__parameters:' mapping "
+                           f"(found {sorted(content) if isinstance(content, dict) else content!r})")
+    return content["ros__parameters"]
 
 
 def launch_node(context):

@@ -129,7 +129,7 @@ def test_dds_profile_is_the_packaged_one_unless_the_environment_or_argument_name
     assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/stack.xml"}
 
 
-def test_a_given_params_file_keeps_its_other_sections(tmp_path):
+def test_a_given_params_file_keeps_its_other_sections(tmp_path, package_share):
     params = tmp_path / "robot.yaml"
     params.write_text(yaml.safe_dump({
         "/**": {"ros__parameters": {"use_sim_time": True}},
@@ -166,3 +166,10 @@ def test_multi_camera_starts_one_node_per_camera_in_its_namespace(package_share)
 def test_multi_camera_refuses_empty_or_repeated_camera_names(package_share, cameras):
     with pytest.raises(ValueError, match="distinct camera names"):
         launched_nodes(MULTI_LAUNCH, cameras=cameras)
+
+
+def test_a_params_file_section_without_ros__parameters_is_an_error_not_silence(tmp_path, package_share):
+    params = tmp_path / "typo.yaml"
+    params.write_text(yaml.safe_dump({"fcn_segmentation": {"ros_parameters": {"backend": "torch"}}}))
+    with pytest.raises(RuntimeError, match="section 'fcn_segmentation' has no 'ros__parameters:' mapping"):
+        launched_nodes(SEG_LAUNCH, camera="front", params_file=str(params))
