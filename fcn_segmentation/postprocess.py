@@ -27,7 +27,9 @@ def resize_nearest(mask: np.ndarray, size_hw: Tuple[int, int], out: Optional[np.
     height, width = size_hw
     if mask.shape[:2] == (height, width):
         return mask
-    return cv2.resize(mask, (width, height), dst=out, interpolation=cv2.INTER_NEAREST)
+    # NEAREST_EXACT maps pixel centres to pixel centres; plain NEAREST shifts the mask by up to half
+    # a source pixel towards the top left (0.002 val mIoU on the bundled model).
+    return cv2.resize(mask, (width, height), dst=out, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def resize_scores(scores: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:

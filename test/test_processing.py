@@ -28,6 +28,17 @@ def test_nearest_resize_keeps_class_ids():
     assert big.shape == (360, 480) and set(np.unique(big)) == {0, 3, 7, 10}
 
 
+def test_nearest_resize_takes_the_source_pixel_under_each_output_pixel_centre():
+    # Output pixel x has its centre at (x + 0.5) * src / dst in the source; a resize that rounds
+    # towards the top-left corner instead shifts the whole mask by up to half a source pixel.
+    src_h, src_w, dst_h, dst_w = 224, 320, 360, 480
+    rows = np.arange(src_h, dtype=np.uint8)[:, None].repeat(src_w, 1)
+    got = resize_nearest(rows, (dst_h, dst_w))[:, 0].astype(int)
+    centre = (np.arange(dst_h) + 0.5) * src_h / dst_h
+    on_a_border = np.isclose(centre, np.round(centre))  # either neighbour is right there
+    np.testing.assert_array_equal(got[~on_a_border], np.floor(centre[~on_a_border]).astype(int))
+
+
 def test_palette_lookup():
     lut = palette_lut([(1, 2, 3), (4, 5, 6)])
     np.testing.assert_array_equal(color_mask(np.array([[1, 0]], np.uint8), lut), [[[4, 5, 6], [1, 2, 3]]])
