@@ -112,8 +112,9 @@ def ros_message_builder():
 
 
 def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=None):
-    """(label, backend) for every backend that starts here; reasons for the others."""
-    from .backends import BackendUnavailable, create_backend
+    """(label, backend) for every backend that starts here; reasons for the others (absent here, or
+    failed to start: one backend's failure must not end the benchmark of the rest)."""
+    from .backends import BackendError, create_backend
 
     found, skipped = [], []
     for label, name, device, precision, onnx in (
@@ -132,7 +133,7 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
             backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size,
                                         precision=precision)
             found.append((label, backend))
-        except BackendUnavailable as exc:
+        except BackendError as exc:
             skipped.append(f"{label}: {exc}")
     return found, skipped
 

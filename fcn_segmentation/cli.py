@@ -22,7 +22,8 @@ def _segmenter(args):
     from .pipeline import Segmenter
 
     backend, skipped = create_backend(args.backend, args.model, device=args.device,
-                                      input_size=getattr(args, "input_size", None))
+                                      input_size=getattr(args, "input_size", None),
+                                      onnx_path=getattr(args, "onnx", None))
     for reason in skipped:
         logger.info("backend not used: %s", reason)
     logger.info("backend: %s", backend.describe())
@@ -34,7 +35,9 @@ def cmd_evaluate(args) -> int:
 
     segmenter = _segmenter(args)
     summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit)
-    summary["model"] = str(args.model)
+    # what produced the numbers: with --onnx (e.g. an INT8 model) the graph, not the .pt's weights
+    summary.update(model=str(args.model), onnx=str(args.onnx) if args.onnx else None,
+                   backend_requested=args.backend, device_requested=args.device)
     if args.json:
         png = write_report(summary, args.json, segmenter.info.class_names)
         logger.info("wrote %s and %s", args.json, png)
@@ -102,7 +105,7 @@ def _add_backend_arguments(parser):
     parser.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
     parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--input-size", type=parse_size, metavar="WxH",
+    parser.add_argument("--input-size", type=parse_network_size, metavar="WxH",
                         help="run the network at this size (multiples of 32) instead of the model's")
 
 
@@ -143,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the summary here (and a PNG beside it)")
     evaluate.add_argument("--limit", type=int, help="only the first N images")
     evaluate.add_argument("--examples", help="also write a PNG of predictions on a few frames here")
+    evaluate.add_argument("--onnx", metavar="PATH",
+                          help="evaluate this ONNX model (e.g. the INT8 one from `fcnseg quantize`) instead of the "
+                               "model file's weights; needs --backend onnxruntime, tensorrt or auto, and it must fit "
+                               "the --model file's classes and input size")
     _add_backend_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -150,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", default=str(default_model_path()))
     export.add_argument("--onnx", required=True)
     export.add_argument("--check-images", nargs="*", default=[], help="images to compare on (default: sample)")
-    export.add_argument("--input-size", type=parse_size, metavar="WxH",
+    export.add_argument("--input-size", type=parse_network_size, metavar="WxH",
                         help="network input size of the graph (multiples of 32; default: the model file's)")
     export.set_defaults(func=cmd_export)
 

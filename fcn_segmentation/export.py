@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME, OUTPUT_NAME = "image", "scores"
 OPSET = 17
+# Part of the export cache key: an edit to how graphs are exported invalidates cached exports.
+EXPORTER_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[int] = None,
@@ -28,6 +31,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     to the same cache path at once."""
     import onnx
 
+    started = time.perf_counter()
     height, width = height or info.input_height, width or info.input_width
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +51,7 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     onnx.checker.check_model(graph)
     onnx.save(graph, str(tmp))
     os.replace(tmp, path)
+    logger.info("exported %s in %.1f s", path, time.perf_counter() - started)
     return path
 
 
@@ -81,11 +86,20 @@ def read_onnx_info(path) -> ModelInfo:
     raise ValueError(f"{path} carries no fcn_segmentation metadata; export it with `fcnseg export`")
 
 
+def export_cache_key(model_path, info: ModelInfo) -> str:
+    """What a cached export depends on: the model file's bytes, the input size, the opset, this
+    module's source (how the graph is exported and folded) and torch's version (its exporter), so
+    a change to any of them exports again instead of reusing an old graph."""
+    text = json.dumps({"model": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
+                       "input": [info.input_height, info.input_width], "opset": OPSET,
+                       "exporter": EXPORTER_SOURCE_HASH, "torch": torch.__version__}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def onnx_cache_path(model_path, info: ModelInfo) -> Path:
-    """``<model>.<hash>.onnx`` next to the model file, or under ~/.cache if that is not writable."""
+    """``<model>.<H>x<W>.<key>.onnx`` next to the model file, or under ~/.cache if that is not writable."""
     model_path = Path(model_path)
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
-    name = f"{model_path.stem}.{info.input_height}x{info.input_width}.{digest}.onnx"
+    name = f"{model_path.stem}.{info.input_height}x{info.input_width}.{export_cache_key(model_path, info)}.onnx"
     beside = model_path.parent / name
     if beside.is_file() or _writable(model_path.parent):
         return beside
@@ -94,9 +108,36 @@ def onnx_cache_path(model_path, info: ModelInfo) -> Path:
     return cache / name
 
 
-def _writable(folder: Path) -> bool:
-    import os
+def cached_onnx(model_path, model: torch.nn.Module, info: ModelInfo) -> Path:
+    """The model's ONNX export from the cache, exported first if missing. A cached file that is
+    damaged (not a whole graph with our metadata) is this package's own: it is deleted and exported
+    again rather than failing every start."""
+    path = onnx_cache_path(model_path, info)
+    if path.is_file():
+        problem = cached_export_problem(path)
+        if problem is None:
+            return path
+        logger.warning("cached ONNX export %s is unusable (%s); deleting it and exporting again", path, problem)
+        path.unlink(missing_ok=True)
+    logger.info("exporting %s to %s (once per model and input size; takes some seconds)", model_path, path)
+    return export_onnx(model, info, path)
 
+
+def cached_export_problem(path) -> Optional[str]:
+    """Why a cached export cannot be used, or None. ``export_onnx`` writes the metadata entry after
+    the graph (protobuf field order), so a file cut short anywhere lacks it."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and others for damaged files
+        return f"not a readable ONNX file: {exc}"
+    if not any(entry.key == "fcn_segmentation" for entry in graph.metadata_props):
+        return "no fcn_segmentation metadata: cut short, or not written by fcnseg"
+    return None
+
+
+def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 

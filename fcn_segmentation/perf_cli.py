@@ -25,24 +25,27 @@ def _sample_image() -> Path:
 
 
 def cmd_quantize(args) -> int:
+    from .backends.base import _onnx_for
     from .data import split_pairs
-    from .export import export_onnx, onnx_cache_path
     from .model.model_file import load_model_file
     from .quantize import quantize_onnx
 
     model, info = load_model_file(args.model)
-    fp32 = onnx_cache_path(args.model, info)
-    if not fp32.is_file():
-        export_onnx(model, info, fp32)
+    if args.input_size:  # an INT8 graph runs at one input size: the node's network_image_width/height
+        info.input_height, info.input_width = args.input_size
+    fp32 = _onnx_for(args.model, None, model, info)
     pairs = split_pairs(args.calibration_data, args.calibration_split, require_labels=False)
     images = [image for image, _ in pairs][:: max(1, len(pairs) // args.num_images)][: args.num_images]
     out = quantize_onnx(fp32, args.out, images)
-    print(f"wrote {out} (QDQ INT8, calibrated on {len(images)} {args.calibration_split} images); run it with "
-          f"`--backend onnxruntime` and the node's onnx_path parameter")
+    print(f"wrote {out} (QDQ INT8 at {info.input_width}x{info.input_height}, calibrated on {len(images)} "
+          f"{args.calibration_split} images); score it with `fcnseg evaluate --onnx {out}`, run it with the node's "
+          "onnx_path parameter")
     return 0
 
 
 def cmd_build_engine(args) -> int:
+    from tqdm import tqdm
+
     from .backends.base import _onnx_for
     from .backends.tensorrt_backend import TensorRTBackend
     from .data import DatasetError, read_rgb, split_pairs
@@ -60,7 +63,8 @@ def cmd_build_engine(args) -> int:
     if args.precision == "int8":
         preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
         pairs = split_pairs(args.calibration_data, "train", require_labels=False)[: args.num_images]
-        calibration = [preprocess(read_rgb(image)).copy() for image, _ in pairs]
+        calibration = [preprocess(read_rgb(image)).copy()
+                       for image, _ in tqdm(pairs, desc="calibration images", unit="img")]
     backend = TensorRTBackend(model, info, onnx_path, engine_cache_dir=args.engine_cache_dir,
                               precision=args.precision, force_engine_update=args.force,
                               calibration_images=calibration)
@@ -122,7 +126,7 @@ def cmd_soak(args) -> int:
 
 def add_perf_commands(sub) -> None:
     from .backends.base import BACKEND_NAMES
-    from .cli import parse_network_size, parse_size
+    from .cli import parse_network_size
 
     quantize = sub.add_parser("quantize", help="ONNX Runtime static INT8 (QDQ) model for CPUs")
     quantize.add_argument("--model", default=str(default_model_path()))
@@ -130,6 +134,9 @@ def add_perf_commands(sub) -> None:
     quantize.add_argument("--calibration-split", default="train")
     quantize.add_argument("--num-images", type=int, default=32)
     quantize.add_argument("--out", required=True, help="INT8 .onnx to write")
+    quantize.add_argument("--input-size", type=parse_network_size, metavar="WxH",
+                          help="network input size of the INT8 graph (default: the model file's); evaluate or run "
+                               "it with the same --input-size / network_image_width and _height")
     quantize.set_defaults(func=cmd_quantize)
 
     engine = sub.add_parser("build-engine", help="build (or reuse) the cached TensorRT engine ahead of time")
@@ -162,7 +169,7 @@ def add_perf_commands(sub) -> None:
     bench.add_argument("--dds-outputs", type=output_list, default=("class_mask",), metavar="NAME,...",
                        help=f"node outputs to subscribe to over DDS, of {','.join(BENCH_OUTPUTS)} (default "
                             "class_mask); latency is reported to the class mask and to the last output")
-    bench.add_argument("--input-size", type=parse_size, metavar="WxH", help="network input size to time")
+    bench.add_argument("--input-size", type=parse_network_size, metavar="WxH", help="network input size to time")
     bench.add_argument("--json", help="write the full report here")
     bench.set_defaults(func=cmd_bench)
 
@@ -172,6 +179,6 @@ def add_perf_commands(sub) -> None:
     soak.add_argument("--image")
     soak.add_argument("--rate", type=float, default=60.0, help="frames per second to publish")
     soak.add_argument("--frames", type=int, default=3600)
-    soak.add_argument("--input-size", type=parse_size, metavar="WxH", help="network input size of the node")
+    soak.add_argument("--input-size", type=parse_network_size, metavar="WxH", help="network input size of the node")
     soak.add_argument("--out", default="soak_output")
     soak.set_defaults(func=cmd_soak)

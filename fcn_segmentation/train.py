@@ -4,6 +4,7 @@ scale/crop/flip/photometric augmentation, AdamW with a poly schedule, checkpoint
 import argparse
 import json
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE
 from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights, split_pairs
+from .files import private_temp_path
 from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
 
 logger = logging.getLogger(__name__)
@@ -95,9 +97,7 @@ def train(args) -> Path:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
-        rng.setstate(state["rng"])
-        dataset.rng.setstate(state["dataset_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng_states(state, rng, dataset.rng, device)
         logger.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
 
     started = time.time() - (history[-1]["elapsed_s"] if history else 0.0)  # elapsed counts across resumes
@@ -126,10 +126,10 @@ def train(args) -> Path:
                 best = {"miou": record["val_miou"], "epoch": epoch + 1}
         history.append(record)
         logger.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "history": history, "best": best, "rng": rng.getstate(), "dataset_rng": dataset.rng.getstate(),
-                    "torch_rng": torch.get_rng_state(), "args": vars(args)}, checkpoint_path)
-        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+        save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "epoch": epoch + 1, "history": history, "best": best, "args": vars(args),
+                                          **rng_states(rng, dataset.rng, device)})
+        write_text_atomically(run_dir / "history.json", json.dumps(history, indent=1))
     if last_epoch < args.epochs:
         logger.info("stopped after epoch %d of %d as asked; continue with --resume", last_epoch, args.epochs)
         return checkpoint_path
@@ -145,6 +145,43 @@ def train(args) -> Path:
     save_model_file(args.out, model.cpu().to(memory_format=torch.contiguous_format), info)
     logger.info("wrote %s", args.out)
     return Path(args.out)
+
+
+def rng_states(rng: random.Random, dataset_rng: random.Random, device: torch.device) -> dict:
+    """Every random state a resumed run needs to continue as if it had not stopped."""
+    states = {"rng": rng.getstate(), "dataset_rng": dataset_rng.getstate(), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":  # dropout on the GPU draws from the CUDA generators
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(state: dict, rng: random.Random, dataset_rng: random.Random, device: torch.device) -> None:
+    """Inverse of ``rng_states``. torch.load's map_location moves the saved generator states to the
+    training device too, but torch and CUDA take them only as CPU byte tensors, hence ``.cpu()``."""
+    rng.setstate(state["rng"])
+    dataset_rng.setstate(state["dataset_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if device.type == "cuda" and "cuda_rng" in state:  # one state per GPU the run saw; this machine may have fewer
+        torch.cuda.set_rng_state_all([generator.cpu() for generator in state["cuda_rng"][:torch.cuda.device_count()]])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Written beside ``path`` and renamed onto it: a run killed while saving keeps its last whole checkpoint."""
+    tmp = private_temp_path(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    tmp = private_temp_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def validate(model, info, args, device):

@@ -134,3 +134,125 @@ def test_a_given_onnx_file_must_fit_the_model_files_classes_and_input_size(tiny_
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
     with pytest.raises(BackendError, match="broken.onnx is not readable"):
         create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=tmp_path / "broken.onnx")
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_onnxruntime_cuda_that_would_start_on_the_cpu_is_unavailable(tiny_model_file, monkeypatch):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime CUDA")
+    # ONNX Runtime that lists CUDA but cannot start it (as with missing cuDNN) builds a CPU session and only warns
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailable, match="could not start its CUDAExecutionProvider and would run on "
+                                                 "CPUExecutionProvider"):
+        create_backend("onnxruntime", tiny_model_file, device="cuda")
+    # auto moves on, and says why
+    backend, skipped = create_backend("auto", tiny_model_file)
+    assert backend.describe() == "onnxruntime (cpu)"
+    assert any(reason.startswith("onnxruntime/cuda: onnxruntime could not start") for reason in skipped)
+    # an error at run time raises instead of silently re-running on another provider
+    assert backend.session._enable_fallback is False
+
+
+def _onnxruntime_session_fails(self, *args, **kwargs):
+    raise BackendError("onnxruntime cannot load the graph: out of memory")
+
+
+def test_auto_goes_on_when_a_backend_fails_to_start_and_a_named_backend_raises(tiny_model_file, monkeypatch):
+    from fcn_segmentation.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "__init__", _onnxruntime_session_fails)
+    backend, skipped = create_backend("auto", tiny_model_file, device="cpu")
+    assert backend.describe() == "torch (cpu)"
+    assert skipped == ["onnxruntime/cpu: onnxruntime cannot load the graph: out of memory"]
+    with pytest.raises(BackendError, match="out of memory"):
+        create_backend("onnxruntime", tiny_model_file, device="cpu")
+    with pytest.raises(BackendError, match="out of memory") as error:  # device auto: its CPU try fails too
+        create_backend("onnxruntime", tiny_model_file)
+    assert not isinstance(error.value, BackendUnavailable), "a failure, not a missing runtime"
+
+
+def test_a_given_onnx_file_is_never_swapped_for_the_model_files_weights(tiny_model_file, tmp_path, monkeypatch):
+    from fcn_segmentation.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from fcn_segmentation.export import export_onnx
+    from fcn_segmentation.model.model_file import load_model_file
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    # auto would have fallen back to torch: the user's file is a problem for the user to fix
+    with pytest.raises(BackendError, match=r"broken.onnx is not readable .*fcnseg export --model .*tiny.pt --onnx"):
+        create_backend("auto", tiny_model_file, onnx_path=broken)
+    with pytest.raises(BackendError, match="is for the onnxruntime and tensorrt backends; torch runs the model"):
+        create_backend("torch", tiny_model_file, onnx_path=broken)
+
+    good = export_onnx(*load_model_file(tiny_model_file), tmp_path / "good.onnx")
+    monkeypatch.setattr(OnnxRuntimeBackend, "__init__", _onnxruntime_session_fails)
+    with pytest.raises(BackendError, match=r"no backend could start: .*torch/cpu: runs the model file's weights, "
+                                           r"not onnx_path .*good.onnx"):
+        create_backend("auto", tiny_model_file, onnx_path=good)
+
+
+def test_a_given_onnx_file_that_onnxruntime_cannot_load_says_what_to_do(tiny_model_file, tmp_path):
+    import onnx
+
+    from fcn_segmentation.export import export_onnx
+    from fcn_segmentation.model.model_file import load_model_file
+
+    graph = onnx.load(str(export_onnx(*load_model_file(tiny_model_file), tmp_path / "tiny.onnx")))
+    graph.graph.node[0].op_type = "NoSuchOperator"  # readable, right shapes, not runnable
+    onnx.save(graph, str(tmp_path / "odd.onnx"))
+    with pytest.raises(BackendError, match=r"onnxruntime cannot load .*odd.onnx.*; export it again from this model "
+                                           r"file \(fcnseg export --model .*tiny.pt --onnx .*odd.onnx"):
+        create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=tmp_path / "odd.onnx")
+
+
+def test_a_damaged_cached_export_is_deleted_and_exported_again(tiny_model_file, tmp_path, caplog):
+    import shutil
+
+    import onnx
+
+    from fcn_segmentation.export import cached_export_problem, onnx_cache_path
+    from fcn_segmentation.model.model_file import load_model_file
+
+    model_path = tmp_path / "model.pt"
+    shutil.copy(tiny_model_file, model_path)
+    create_backend("onnxruntime", model_path, device="cpu")
+    cached = onnx_cache_path(model_path, load_model_file(model_path)[1])
+    whole = onnx.load(str(cached))
+    cut_before_metadata = onnx.load(str(cached))
+    del cut_before_metadata.metadata_props[:]  # what a file cut short between graph and metadata reads as
+    for damage in (b"\x00garbage", cached.read_bytes()[:100_000], cut_before_metadata.SerializeToString()):
+        cached.write_bytes(damage)
+        caplog.clear()
+        backend, _ = create_backend("onnxruntime", model_path, device="cpu")
+        assert backend.infer(np.zeros((1, 3, 64, 96), np.float32)).shape == (1, 11, 64, 96)
+        assert f"cached ONNX export {cached} is unusable" in caplog.text
+        assert cached_export_problem(cached) is None
+        assert len(onnx.load(str(cached)).graph.node) == len(whole.graph.node), "exported whole again"
+
+
+def test_tensorrt_build_progress_shows_as_nested_tqdm_bars(capsys):
+    import types
+
+    from fcn_segmentation.backends.tensorrt_backend import make_progress_monitor
+
+    class MonitorInterface:  # stands in for trt.IProgressMonitor, which TensorRT's builder calls
+        def __init__(self):
+            pass
+
+    monitor = make_progress_monitor(types.SimpleNamespace(IProgressMonitor=MonitorInterface))
+    monitor.phase_start("Building engine", None, 3)
+    monitor.phase_start("Tactic selection", "Building engine", 2)
+    assert monitor.step_complete("Tactic selection", 0) is True, "True lets the build go on"
+    bar, depth = monitor.bars["Tactic selection"]
+    assert (bar.n, bar.total, depth) == (1, 2, 1)
+    monitor.step_complete("Tactic selection", 1)
+    monitor.phase_finish("Tactic selection")
+    monitor.step_complete("Building engine", 2)
+    assert monitor.bars["Building engine"][0].n == 3
+    monitor.phase_finish("Building engine")
+    assert monitor.bars == {}
+    assert "TensorRT: Building engine" in capsys.readouterr().err
+    assert make_progress_monitor(types.SimpleNamespace()) is None, "TensorRT without IProgressMonitor"

@@ -103,3 +103,18 @@ def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, samp
     assert all(0 <= sent <= result["duration_s"] and latency > 0 for sent, latency in result["latency_curve"])
     plot_soak(result, tmp_path / "soak.png")
     assert cv2.imread(str(tmp_path / "soak.png")) is not None
+
+
+def test_a_backend_that_fails_to_start_is_listed_as_not_measured_and_the_rest_still_run(tiny_model_file,
+                                                                                        monkeypatch):
+    from fcn_segmentation.backends import BackendError
+    from fcn_segmentation.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from fcn_segmentation.bench import available_backends
+
+    def session_fails(self, *args, **kwargs):
+        raise BackendError("onnxruntime cannot load the graph: out of memory")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "__init__", session_fails)
+    found, skipped = available_backends(tiny_model_file)
+    assert "torch-cpu" in [label for label, _ in found]
+    assert "onnxruntime-cpu: onnxruntime cannot load the graph: out of memory" in skipped

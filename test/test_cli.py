@@ -128,3 +128,52 @@ def test_quantize_writes_an_int8_model_that_the_onnxruntime_backend_runs(bundled
         read_rgb(sorted((sample_dir / "val").glob("*.png"))[0]))
     agreement = (fp32.segment(batch)[1] == quantized.segment(batch)[1]).mean()
     assert agreement > 0.9, f"INT8 and FP32 class ids agree on {agreement:.1%} of pixels"
+
+
+def test_export_refuses_an_input_size_the_node_and_backends_cannot_run(bundled_model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error, before any export
+        main(["export", "--model", str(bundled_model), "--onnx", str(tmp_path / "m.onnx"), "--input-size", "250x190"])
+    assert exit_info.value.code == 2
+    assert "250x190: both sides must be positive multiples of 32" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_evaluate_runs_a_given_onnx_model_and_records_it(sample_dir, bundled_model, tiny_model_file, tmp_path,
+                                                         capsys):
+    from fcn_segmentation.export import export_onnx
+    from fcn_segmentation.model.model_file import load_model_file
+
+    # The untrained tiny network in the trained model's shape: if evaluate ran the .pt, mIoU would be high.
+    untrained = export_onnx(*load_model_file(tiny_model_file), tmp_path / "untrained.onnx", height=224, width=320)
+    out = tmp_path / "onnx.json"
+    assert main(["evaluate", "--data", str(sample_dir), "--model", str(bundled_model), "--onnx", str(untrained),
+                 "--limit", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["onnx"] == str(untrained) and report["model"] == str(bundled_model)
+    assert report["backend"] == "onnxruntime (cpu)" and report["backend_requested"] == "auto"
+    assert report["miou"] < 0.2, "the ONNX graph's (untrained) predictions, not the model file's"
+
+    assert main(["evaluate", "--data", str(sample_dir), "--model", str(bundled_model), "--limit", "1",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["onnx"] is None
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(sample_dir), "--model", str(bundled_model), "--onnx", str(untrained),
+                 "--backend", "torch"]) == 2
+    assert "is for the onnxruntime and tensorrt backends" in capsys.readouterr().err
+
+
+def test_quantize_at_another_input_size_writes_an_int8_graph_of_that_size(tiny_model_file, sample_dir, tmp_path):
+    import shutil
+
+    import onnx
+
+    model = tmp_path / "tiny.pt"  # the FP32 export is cached beside it
+    shutil.copy(tiny_model_file, model)
+    int8 = tmp_path / "tiny.int8.64x64.onnx"
+    assert main(["quantize", "--model", str(model), "--calibration-data", str(sample_dir), "--calibration-split",
+                 "val", "--num-images", "2", "--input-size", "64x64", "--out", str(int8)]) == 0
+    graph = onnx.load(str(int8)).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+    assert main(["evaluate", "--data", str(sample_dir), "--model", str(model), "--onnx", str(int8), "--input-size",
+                 "64x64", "--limit", "1", "--json", str(tmp_path / "int8.json")]) == 0
+    assert json.loads((tmp_path / "int8.json").read_text())["network_input_size"] == [64, 64]

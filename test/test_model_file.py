@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,49 @@ def test_private_temp_paths_are_beside_the_target_and_never_repeat(tmp_path):
     assert len(names) == 100
     assert all(name.parent == tmp_path and name.name.startswith(".engine.plan.") for name in names)
     assert private_temp_path(tmp_path / "m.onnx", ".onnx").suffix == ".onnx"  # tools that go by the suffix
+
+
+def _damaged_copy(tiny_model_file, path, change):
+    """The tiny model file with ``change`` applied to its blob (and, through json, to its metadata)."""
+    blob = torch.load(tiny_model_file, map_location="cpu", weights_only=True)
+    original = blob["info"]
+    meta = json.loads(original)
+    change(blob, meta)
+    if blob.get("info") is original:  # the change was to the metadata, not to the entry itself
+        blob["info"] = json.dumps(meta)
+    torch.save(blob, path)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda blob, meta: blob.pop("info"), "lacks its info entry"),
+    (lambda blob, meta: blob.pop("state_dict"), "lacks its state_dict entry"),
+    (lambda blob, meta: blob.update(info="{not json"), "unreadable metadata"),
+    (lambda blob, meta: meta.pop("class_names"), "the metadata lacks class_names"),
+    (lambda blob, meta: meta.update(class_names=None), "class_names must be a non-empty list of names, not None"),
+    (lambda blob, meta: meta.update(palette=meta["palette"][:3]), "palette has 3 colours for 11 classes"),
+    (lambda blob, meta: meta.update(palette=["red"] * 11), "malformed palette"),
+    (lambda blob, meta: meta.update(backbone="resnet_9000"), "cannot build .*backbone 'resnet_9000'.*unknown backbone"),
+    (lambda blob, meta: meta.update(variant="fcn4s"), "cannot build .*variant 'fcn4s'.*unknown FCN variant"),
+])
+def test_bad_metadata_is_a_model_file_error_that_says_what_to_do(tiny_model_file, tmp_path, change, message):
+    path = _damaged_copy(tiny_model_file, tmp_path / "damaged.pt", change)
+    with pytest.raises(ModelFileError, match=message) as error:
+        load_model_file(path)
+    assert str(path) in str(error.value) and "fcnseg train" in str(error.value)
+
+
+def test_the_export_cache_key_changes_with_the_exporter_and_not_otherwise(tiny_model_file, monkeypatch):
+    from fcn_segmentation import export
+
+    info = load_model_file(tiny_model_file)[1]
+    cached = export.onnx_cache_path(tiny_model_file, info)
+    assert cached.parent == tiny_model_file.parent and cached.name.startswith("tiny.64x96.")
+    assert export.onnx_cache_path(tiny_model_file, info) == cached
+    for attribute, value in (("OPSET", export.OPSET + 1), ("EXPORTER_SOURCE_HASH", "an edited export.py")):
+        with monkeypatch.context() as patch:
+            patch.setattr(export, attribute, value)
+            assert export.onnx_cache_path(tiny_model_file, info) != cached, attribute
+    with monkeypatch.context() as patch:
+        patch.setattr(export.torch, "__version__", "9.9.9")
+        assert export.onnx_cache_path(tiny_model_file, info) != cached, "torch's exporter changed"

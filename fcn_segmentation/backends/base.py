@@ -55,6 +55,10 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     an INT8 ONNX model given as ``onnx_path``. ``cpu_threads`` caps ONNX Runtime's and torch's CPU
     threads (0 = their default, one per core).
 
+    ``onnx_path`` is run by tensorrt or onnxruntime; "auto" then does not fall back to torch, which
+    would run the model file's own weights instead. A backend named explicitly raises its error;
+    "auto" goes on to the next candidate when one is unavailable or fails to start.
+
     Returns the backend and the reasons the faster candidates were not used (for the log).
     """
     from ..model.fcn import network_size_error
@@ -70,29 +74,58 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
         if error:
             raise BackendError(error)
         info.input_height, info.input_width = input_size
+    if onnx_path:
+        if name == "torch":
+            raise BackendError(f"onnx_path {onnx_path} is for the onnxruntime and tensorrt backends; torch runs the "
+                               "model file's weights: choose backend onnxruntime, tensorrt or auto, or leave onnx_path "
+                               "empty")
+        # The user's own file: a problem with it is theirs to fix whichever backend would run it.
+        onnx_path = checked_user_onnx(onnx_path, info, model_path)
     candidates = _candidates(name, device)
+    own_export: list = []  # the model's cached ONNX export, or why it failed: made once for all candidates
+
+    def model_onnx() -> Path:
+        if not own_export:
+            try:
+                own_export.append(_cached_onnx(model_path, model, info))
+            except BackendError as exc:
+                own_export.append(exc)
+        if isinstance(own_export[0], BackendError):
+            raise own_export[0]
+        return own_export[0]
+
     skipped: List[str] = []
+    any_failed = False  # as opposed to every candidate being absent from this machine
     for backend_name, backend_device in candidates:
+        if onnx_path and backend_name == "torch":
+            skipped.append(f"torch/{backend_device}: runs the model file's weights, not onnx_path {onnx_path}")
+            continue
         try:
             if backend_name == "tensorrt":
                 from .tensorrt_backend import TensorRTBackend
-                backend = TensorRTBackend(model, info, _onnx_for(model_path, onnx_path, model, info),
+                backend = TensorRTBackend(model, info, onnx_path or model_onnx(),
                                           engine_cache_dir=engine_cache_dir, precision=precision,
                                           force_engine_update=force_engine_update)
             elif backend_name == "onnxruntime":
                 from .onnxruntime_backend import OnnxRuntimeBackend
-                backend = OnnxRuntimeBackend(_onnx_for(model_path, onnx_path, model, info), info,
-                                             device=backend_device, threads=cpu_threads)
+                graph = onnx_path or model_onnx()
+                backend = OnnxRuntimeBackend(graph, info, device=backend_device, threads=cpu_threads,
+                                             fix_hint=_onnx_fix_hint(graph, model_path, given=bool(onnx_path)))
             else:
                 from .torch_backend import TorchBackend
                 backend = TorchBackend(model, info, device=backend_device,
                                        half=precision == "fp16" and backend_device == "cuda", threads=cpu_threads)
             return backend, skipped
-        except BackendUnavailable as exc:
-            if name != "auto" and len(candidates) == 1:
+        except BackendError as exc:
+            # A named backend may still try its next device when one is absent (device auto), but
+            # its failure to start is the answer; auto records why and tries the next candidate.
+            unavailable = isinstance(exc, BackendUnavailable)
+            if name != "auto" and (len(candidates) == 1 or not unavailable):
                 raise
+            any_failed = any_failed or not unavailable
             skipped.append(f"{backend_name}/{backend_device}: {exc}")
-    raise BackendUnavailable("no backend could start: " + "; ".join(skipped))
+    error_type = BackendError if any_failed else BackendUnavailable
+    raise error_type("no backend could start: " + "; ".join(skipped))
 
 
 def _candidates(name: str, device: str) -> List[Tuple[str, str]]:
@@ -108,21 +141,39 @@ def _candidates(name: str, device: str) -> List[Tuple[str, str]]:
 
 
 def _onnx_for(model_path, onnx_path, model, info) -> Path:
-    """The ONNX file for a model: the given one, the one beside the .pt, or a fresh export cached
-    next to it (or in ~/.cache when that folder is read-only)."""
+    """The ONNX file for a model: the given one (checked against the model file), or the model's own
+    export cached next to it (or in ~/.cache when that folder is read-only)."""
     if onnx_path:
-        onnx_path = Path(onnx_path)
-        if not onnx_path.is_file():
-            raise BackendError(f"onnx file {onnx_path} does not exist")
-        check_onnx_fits_model(onnx_path, info, model_path)
-        return onnx_path
-    from ..export import export_onnx, onnx_cache_path
+        return checked_user_onnx(onnx_path, info, model_path)
+    return _cached_onnx(model_path, model, info)
 
-    path = onnx_cache_path(model_path, info)
-    if not path.is_file():
-        logger.info("exporting %s to %s", model_path, path)
-        export_onnx(model, info, path)
-    return path
+
+def _cached_onnx(model_path, model, info) -> Path:
+    from ..export import cached_onnx
+
+    try:
+        return cached_onnx(model_path, model, info)
+    except OSError as exc:  # a read-only or full disk: auto can still run torch on the model file
+        raise BackendError(f"cannot write the ONNX export of {model_path} ({exc}); check that the model's folder "
+                           "or ~/.cache/fcn_segmentation (ONNX cache) are writable, or give an ONNX file "
+                           "(onnx_path)") from exc
+
+
+def _onnx_fix_hint(onnx_path, model_path, given: bool) -> str:
+    if given:
+        return (f"export it again from this model file (fcnseg export --model {model_path} --onnx {onnx_path}, or "
+                "fcnseg quantize for INT8), or leave onnx_path empty to use the model file's own export")
+    return f"{onnx_path} is the cached export of {model_path}: delete it and it is exported again at the next start"
+
+
+def checked_user_onnx(onnx_path, info: ModelInfo, model_path) -> Path:
+    """A user-given ONNX file that exists and fits the model file, or BackendError saying what to fix."""
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise BackendError(f"onnx file {onnx_path} does not exist; check onnx_path (--onnx), or leave it empty to "
+                           "export the model file")
+    check_onnx_fits_model(onnx_path, info, model_path)
+    return onnx_path
 
 
 def check_onnx_fits_model(onnx_path: Path, info: ModelInfo, model_path) -> None:
@@ -130,16 +181,16 @@ def check_onnx_fits_model(onnx_path: Path, info: ModelInfo, model_path) -> None:
     or class ids would be read against the wrong names and palette."""
     import onnx
 
+    fix = f"export it from this model file: fcnseg export --model {model_path} --onnx {onnx_path}"
     try:
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
     except Exception as exc:  # onnx raises DecodeError and others for corrupt files
-        raise BackendError(f"onnx file {onnx_path} is not readable: {exc}") from exc
+        raise BackendError(f"onnx file {onnx_path} is not readable ({exc}); {fix}") from exc
 
     def shape(value):
         # symbolic or unknown dimensions are None: the runtime checks those
         return [dim.dim_value if dim.HasField("dim_value") else None for dim in value.type.tensor_type.shape.dim]
 
-    fix = f"export it from this model file: fcnseg export --model {model_path} --onnx {onnx_path}"
     image, scores = shape(graph.input[0]), shape(graph.output[0])
     size = (info.input_height, info.input_width)
     if len(image) != 4 or any(got not in (None, want) for got, want in zip(image[1:], (3, *size))):

@@ -12,7 +12,8 @@ from .base import Backend, BackendError, BackendUnavailable
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, info, device: str = "cpu", threads: int = 0):
+    def __init__(self, onnx_path, info, device: str = "cpu", threads: int = 0, fix_hint: str = ""):
+        """``fix_hint``: what to do when the file does not load (it depends on where the file came from)."""
         super().__init__(info)
         try:
             import onnxruntime as ort
@@ -25,7 +26,16 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(with_class_ids(onnx_path), session_options(threads),
                                                 providers=[provider])
         except Exception as exc:
-            raise BackendError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
+            hint = f"; {fix_hint}" if fix_hint else ""
+            raise BackendError(f"onnxruntime cannot load {onnx_path}: {exc}{hint}") from exc
+        # A provider that fails to initialise (e.g. CUDA or cuDNN libraries missing or of the wrong
+        # version) makes ONNX Runtime fall back to the CPU with only a printed warning.
+        if self.session.get_providers()[0] != provider:
+            raise BackendUnavailable(
+                f"onnxruntime could not start its {provider} and would run on {self.session.get_providers()[0]} "
+                "instead (its log above says why; usually CUDA or cuDNN libraries that are missing or do not "
+                "match onnxruntime-gpu's CUDA version, see requirements-gpu.txt)")
+        self.session.disable_fallback()  # an error at run time is an error, not a silent switch to the CPU
         self.device = device
         self.onnx_path = onnx_path
         self.input_name = self.session.get_inputs()[0].name

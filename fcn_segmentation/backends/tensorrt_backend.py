@@ -133,6 +133,10 @@ def build_engine(trt, onnx_path, precision: str, trt_logger, calibration_images,
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    # TensorRT keeps only a pointer: the monitor must outlive the build, so it stays in this frame.
+    progress = make_progress_monitor(trt)
+    if progress is not None:
+        config.progress_monitor = progress
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8":
@@ -140,10 +144,63 @@ def build_engine(trt, onnx_path, precision: str, trt_logger, calibration_images,
             raise BackendError("int8 needs calibration images (fcnseg build-engine --calibration-data DIR)")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = make_entropy_calibrator(trt, calibration_images, input_shape)
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if progress is not None:
+            progress.close()
     if serialized is None:
-        raise BackendError(f"TensorRT failed to build an engine from {onnx_path}")
+        raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (its log above says why)")
     return bytes(serialized)
+
+
+def make_progress_monitor(trt):
+    """A ``trt.IProgressMonitor`` that shows the engine build's phases as tqdm bars (a build takes
+    minutes), or None when this TensorRT has no progress monitor (before 8.6) or tqdm is missing."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    import threading
+
+    class TqdmProgressMonitor(trt.IProgressMonitor):
+        """One bar per active phase, nested under its parent. TensorRT may call from several threads."""
+
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.lock = threading.Lock()
+            self.bars = {}  # phase name -> (tqdm bar, nesting depth)
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            with self.lock:
+                depth = self.bars[parent_phase][1] + 1 if parent_phase in self.bars else 0
+                bar = tqdm(total=num_steps, desc=f"TensorRT: {phase_name}", position=depth, leave=depth == 0,
+                           unit="step")
+                self.bars[phase_name] = (bar, depth)
+
+        def step_complete(self, phase_name, step):
+            with self.lock:
+                if phase_name in self.bars:
+                    bar = self.bars[phase_name][0]
+                    bar.update(max(0, step + 1 - bar.n))  # ``step`` counts from 0; threads may report out of order
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            with self.lock:
+                bar, _ = self.bars.pop(phase_name, (None, 0))
+                if bar is not None:
+                    bar.close()
+
+        def close(self):
+            """Close the bars of phases that never finished (a failed build)."""
+            with self.lock:
+                for bar, _ in self.bars.values():
+                    bar.close()
+                self.bars.clear()
+
+    return TqdmProgressMonitor()
 
 
 def make_entropy_calibrator(trt, batches, input_shape):

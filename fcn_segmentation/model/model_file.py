@@ -43,13 +43,33 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "ModelInfo":
-        known = {f.name for f in dataclasses.fields(cls)}
-        info = cls(**{k: v for k, v in data.items() if k in known})
-        info.palette = [tuple(int(c) for c in rgb) for rgb in info.palette]
-        info.image_mean = tuple(float(v) for v in info.image_mean)
-        info.image_std = tuple(float(v) for v in info.image_std)
+        """Raise ModelFileError naming the field that is missing or malformed."""
+        if not isinstance(data, dict):
+            raise ModelFileError(f"the metadata is a JSON {type(data).__name__}, not an object")
+        fields = dataclasses.fields(cls)
+        required = [f.name for f in fields
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ModelFileError(f"the metadata lacks {', '.join(missing)}")
+        names = data["class_names"]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ModelFileError(f"class_names must be a non-empty list of names, not {names!r}")
+        known = {f.name for f in fields}
+        try:
+            info = cls(**{k: v for k, v in data.items() if k in known})
+            info.palette = [tuple(int(c) for c in rgb) for rgb in info.palette]
+            info.image_mean = tuple(float(v) for v in info.image_mean)
+            info.image_std = tuple(float(v) for v in info.image_std)
+            info.input_height, info.input_width = int(info.input_height), int(info.input_width)
+        except (TypeError, ValueError) as exc:  # e.g. a colour or a size that is not a number
+            raise ModelFileError(f"the metadata has a malformed palette, size or normalisation ({exc})") from exc
         if len(info.palette) != len(info.class_names):
             raise ModelFileError(f"palette has {len(info.palette)} colours for {len(info.class_names)} classes")
+        if any(len(rgb) != 3 for rgb in info.palette):
+            raise ModelFileError(f"palette colours must be (r, g, b), not {info.palette}")
+        if len(info.image_mean) != 3 or len(info.image_std) != 3:
+            raise ModelFileError("image_mean and image_std need one value per colour channel (3)")
         return info
 
 
@@ -79,12 +99,28 @@ def load_model_file(path, expected_classes: Optional[int] = None) -> Tuple[FCN, 
         raise ModelFileError(f"model file {path} is not a readable fcn_segmentation model: {exc}") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ModelFileError(f"model file {path} is not in format {FORMAT}")
-    info = ModelInfo.from_dict(json.loads(blob["info"]))
+    # Past the format check the file claims to be ours, so what is wrong with it is damage or a
+    # file written by another version: say which, and that a file from `fcnseg train` is needed.
+    remedy = ("use a model file written by `fcnseg train` with this version of fcn_segmentation "
+              "(the bundled default is models/fcn8s_effnetlite0_camvid.pt)")
+    missing = [key for key in ("info", "state_dict") if key not in blob]
+    if missing:
+        raise ModelFileError(f"model file {path} lacks its {' and '.join(missing)} entry; {remedy}")
+    try:
+        info = ModelInfo.from_dict(json.loads(blob["info"]))
+    except (TypeError, ValueError) as exc:  # not a string, or not JSON (JSONDecodeError is a ValueError)
+        raise ModelFileError(f"model file {path} has unreadable metadata ({exc}); {remedy}") from exc
+    except ModelFileError as exc:
+        raise ModelFileError(f"model file {path}: {exc}; {remedy}") from exc
     if expected_classes is not None and info.num_classes != expected_classes:
         raise ModelFileError(f"model file {path} has {info.num_classes} classes, expected {expected_classes}")
-    model = build_model(info)
+    try:
+        model = build_model(info)
+    except (TypeError, ValueError) as exc:  # an unknown variant or backbone
+        raise ModelFileError(f"model file {path} describes a model this version cannot build "
+                             f"(variant {info.variant!r}, backbone {info.backbone!r}): {exc}; {remedy}") from exc
     try:
         model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:  # wrong shapes or keys, or not a state dict
         raise ModelFileError(f"weights in {path} do not fit a {info.variant}/{info.backbone} model: {exc}") from exc
     return model.eval(), info
