@@ -11,12 +11,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from .frames import decode_compressed, decode_raw, encode_raw
+from .frames import DEFAULT_MAX_PIXELS, decode_compressed, decode_raw, encode_raw
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -29,7 +29,13 @@ IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 LABELS_TOPIC = "/camera/labels"
 # Names that mark an image topic as ground truth or network output, never as the camera.
-NOT_CAMERA_WORDS = ("label", "segmentation", "mask", "depth", "overlay", "confidence")
+NOT_CAMERA_WORDS = ("label", "ground_truth", "groundtruth", "segmentation", "mask", "depth", "overlay",
+                    "confidence")
+# Names that mark an image topic as ground truth: the labels are chosen by name when one topic has one.
+LABEL_WORDS = ("label", "ground_truth", "groundtruth")
+# The node's own outputs, as a recording of them names them: never offered as ground truth.
+OUTPUT_WORDS = ("segmentation", "confidence", "overlay", "drivable")
+LABEL_ENCODINGS = ("mono8", "8uc1")
 
 
 class BagError(RuntimeError):
@@ -184,6 +190,10 @@ class TopicChoice:
     image_type: str
     labels: Optional[str] = None
     camera_info: Optional[str] = None
+    # Why no labels topic was chosen when the bag has image topics that could be labels (None otherwise),
+    # and those topics.
+    labels_note: Optional[str] = None
+    labels_candidates: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -237,8 +247,9 @@ class BagReader:
             or "no topics"
 
     def choose_topics(self, image_topic: Optional[str] = None, labels_topic: Optional[str] = None) -> TopicChoice:
-        """The camera topic (given, or the only camera-like image topic), the labels (given, or an
-        image topic named like labels) and the CameraInfo beside the camera, if any."""
+        """The camera topic (given, or the only camera-like image topic), the labels (given, or the one
+        image topic named like labels) and the CameraInfo beside the camera, if any. When no labels
+        topic is chosen but some topic could be one, ``labels_note`` says so and names them."""
         topics = self.topics
         for asked, what, types in ((image_topic, "image", IMAGE_TYPES), (labels_topic, "labels", (IMAGE,))):
             if asked is not None and asked not in topics:
@@ -254,27 +265,58 @@ class BagReader:
                 why = "no camera image topic" if not cameras else f"several image topics ({', '.join(cameras)})"
                 raise BagError(f"{self.path} has {why}; choose one with --topic. Found: {self.describe_topics()}")
             image_topic = cameras[0]
+        note, candidates = None, []
         if labels_topic is None:
-            labels = [name for name, (msgtype, _) in topics.items() if msgtype == IMAGE and "label" in name.lower()]
-            labels_topic = labels[0] if len(labels) == 1 else None
+            labels_topic, note, candidates = self._guess_labels(image_topic)
         namespace = image_topic.removesuffix("/compressed").rsplit("/", 1)[0]
         infos = [name for name, (msgtype, _) in topics.items() if msgtype == CAMERA_INFO]
         beside = f"{namespace}/camera_info"
         camera_info = beside if beside in infos else (infos[0] if len(infos) == 1 else None)
-        return TopicChoice(image_topic, topics[image_topic][0], labels_topic, camera_info)
+        return TopicChoice(image_topic, topics[image_topic][0], labels_topic, camera_info, note, candidates)
+
+    def _guess_labels(self, image_topic: str) -> Tuple[Optional[str], Optional[str], List[str]]:
+        """(the labels topic, or None with a note and the candidate topics)."""
+        images = [name for name, (msgtype, _) in self.topics.items() if msgtype == IMAGE and name != image_topic]
+        named = [name for name in images if any(word in name.lower() for word in LABEL_WORDS)]
+        if len(named) == 1:
+            return named[0], None, []
+        if named:
+            return None, (f"no labels topic chosen (use --labels-topic): {len(named)} topics are named like "
+                          f"labels: {', '.join(named)}"), named
+        # Not named like labels: offer the mono8 images (class ids) that are not the node's own outputs.
+        mono8 = [name for name in images if not any(word in name.lower() for word in OUTPUT_WORDS)
+                 and self._encoding_of(name) in LABEL_ENCODINGS]
+        if not mono8:
+            return None, None, []
+        return None, (f"no labels topic chosen (use --labels-topic); mono8 image topics that could hold "
+                      f"labels: {', '.join(mono8)}"), mono8
+
+    def _encoding_of(self, topic: str) -> Optional[str]:
+        """The encoding of the first Image on ``topic`` (lower case), None when it has none."""
+        connections = [c for c in self._reader.connections if c.topic == topic]
+        try:
+            item = next(self._reader.messages(connections=connections), None)
+            if item is None:
+                return None
+            connection, _, data = item
+            return self._reader.deserialize(data, connection.msgtype).encoding.lower()
+        except Exception as exc:  # as in messages(): damaged chunks raise several types
+            raise BagError(f"bag {self.path} is damaged or truncated: {exc}") from exc
 
     def frame_count(self, choice: TopicChoice, limit: Optional[int] = None) -> int:
         count = self.topics[choice.image][1]
         return count if limit is None else min(count, limit)
 
-    def messages(self, choice: TopicChoice, kinds=("image", "labels", "camera_info")) -> Iterator[BagMessage]:
-        """The chosen topics' messages in bag-time order (storage order for equal times)."""
+    def messages(self, choice: TopicChoice, kinds=("image", "labels", "camera_info"),
+                 start_ns: Optional[int] = None) -> Iterator[BagMessage]:
+        """The chosen topics' messages in bag-time order (storage order for equal times), from bag
+        time ``start_ns`` on when given."""
         kind_of = {topic: kind for kind, topic in (("image", choice.image), ("labels", choice.labels),
                                                    ("camera_info", choice.camera_info)) if topic and kind in kinds}
         connections = [c for c in self._reader.connections if c.topic in kind_of]
         if not connections:
             return
-        stream = self._reader.messages(connections=connections)
+        stream = self._reader.messages(connections=connections, start=start_ns)
         while True:
             try:
                 item = next(stream, None)
@@ -296,17 +338,18 @@ class BagReader:
         return bytes(self.typestore.serialize_cdr(dataclasses.replace(msg, header=header), message.msgtype))
 
 
-def message_to_rgb(message: BagMessage) -> np.ndarray:
-    """Image or CompressedImage -> (H, W, 3) RGB; raises FrameError when it cannot be decoded."""
+def message_to_rgb(message: BagMessage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image or CompressedImage -> (H, W, 3) RGB with the node's decoder (``frames``); raises
+    FrameError when it cannot be decoded, as the node would reject it."""
     msg = message.msg
     if message.msgtype == COMPRESSED_IMAGE:
-        return decode_compressed(msg.format, msg.data)
-    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        return decode_compressed(msg.format, msg.data, max_pixels)
+    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian, max_pixels)
 
 
 def message_to_label(message: BagMessage) -> np.ndarray:
     """mono8 label image -> (H, W) uint8 class ids."""
     msg = message.msg
-    if msg.encoding.lower() not in ("mono8", "8uc1"):
+    if msg.encoding.lower() not in LABEL_ENCODINGS:
         raise BagError(f"labels on {message.topic} are {msg.encoding}; expected mono8 class ids")
     return np.array(decode_raw("mono8", msg.height, msg.width, msg.step, msg.data)[:, :, 0])

@@ -3,6 +3,7 @@ evaluation of the node (over DDS) or the core (offline) on any bag with camera i
 
 import sys
 from pathlib import Path
+from typing import Dict
 
 from .bags import CAMERA_INFO_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, STORAGE_SUFFIXES, BagError, CameraModel
 from .defaults import default_model_path
@@ -10,9 +11,26 @@ from .defaults import default_model_path
 RECORD_NAME = "outputs.mcap"
 
 
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return text.lower() == "true"
+
+
+# Node parameters that change what the core computes, and their types: the offline run of --offline /
+# --compare applies them too, so both runs segment with the same model and settings.
+CORE_PARAMETERS = {"onnx_path": str, "engine_cache_dir": str, "precision": str, "inference_threads": int,
+                   "force_engine_update": _flag, "full_resolution_logits": _flag, "network_image_width": int,
+                   "network_image_height": int, "max_image_pixels": int}
+# Node parameters the replay sets itself: as --node-param they would make the report describe another run.
+REPLAY_SET_PARAMETERS = {"model_path": "use --model", "backend": "use --backend", "device": "use --device",
+                         "input_transport": "the replay sets it from the bag's image type"}
+
+
 def add_bag_commands(subparsers) -> None:
     from .backends import BACKEND_NAMES
     from .cli import parse_size
+    from .replay_report import NODE_OUTPUTS
 
     make = subparsers.add_parser(
         "make-bag", help="write a CamVid-layout split as a rosbag2 (images, CameraInfo, labels)",
@@ -44,13 +62,20 @@ def add_bag_commands(subparsers) -> None:
     replay.add_argument("--out", required=True, help="report folder")
     replay.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1: the bag's timing)")
     replay.add_argument("--topic", help="image topic, sensor_msgs/Image or CompressedImage (default: auto-detect)")
-    replay.add_argument("--labels-topic", help="mono8 ground truth (default: the image topic named like 'labels')")
+    replay.add_argument("--labels-topic",
+                        help="mono8 ground truth (default: the one image topic named like labels or ground_truth)")
     replay.add_argument("--limit", type=int, help="only the first N frames")
     replay.add_argument("--record", nargs="?", const="", metavar="OUT_BAG",
                         help=f"record the node's outputs into this bag (default name: --out/{RECORD_NAME})")
+    replay.add_argument("--outputs", metavar="NAME,NAME",
+                        help=f"node outputs to subscribe to (and record), comma-separated, from: "
+                             f"{', '.join(NODE_OUTPUTS)}; default: class_mask, or with --record every output the "
+                             "node publishes (drivable_grid when the bag has CameraInfo). Latency is always "
+                             "measured on class_mask; each subscribed output is work for the node")
     replay.add_argument("--prefix", default="", help="publish the bag's topics under this namespace")
     replay.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
-                        help="a parameter of the node, e.g. qos_reliability:=reliable (repeatable)")
+                        help="a parameter of the node, e.g. qos_reliability:=reliable (repeatable); the offline "
+                             f"run applies those of the core too ({', '.join(CORE_PARAMETERS)})")
     replay.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node")
     mode = replay.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true", help="run the frames through the core, without DDS")
@@ -82,20 +107,16 @@ def cmd_replay(args) -> int:
     from .replay_report import ReplayError, format_summary, write_report
 
     out = Path(args.out)
-    if args.offline and args.record is not None:
-        print("fcnseg replay: error: --record records the node's outputs; it needs a DDS run (drop --offline)",
-              file=sys.stderr)
+    try:
+        node_params, core_params = _node_params(args)
+        outputs = _outputs(args)
+    except ValueError as exc:
+        print(f"fcnseg replay: error: {exc}", file=sys.stderr)
         return 2
     record = None if args.record is None else Path(args.record or out / RECORD_NAME)
-    if any(":=" not in item for item in args.node_param):
-        print("fcnseg replay: error: --node-param takes NAME:=VALUE", file=sys.stderr)
-        return 2
-    node_params = dict(item.split(":=", 1) for item in args.node_param)
-    if args.input_size:
-        node_params["network_image_height"], node_params["network_image_width"] = map(str, args.input_size)
     try:
         if args.offline:
-            summary, report = _offline(args)
+            summary, report = _offline(args, core_params)
             offline = None
         else:
             from .model.model_file import load_model_file
@@ -104,9 +125,9 @@ def cmd_replay(args) -> int:
             _, info = load_model_file(args.model)  # fail here, with the loader's message, before DDS starts
             options = ReplayOptions(Path(args.bag), out, str(args.model), args.backend, args.device, args.topic,
                                     args.labels_topic, args.rate, args.limit, args.timeout, args.prefix,
-                                    node_params, record=record)
+                                    node_params, outputs=outputs, record=record)
             summary, report = replay_over_dds(options, info)
-            offline = _offline(args)[0] if args.compare else None
+            offline = _offline(args, core_params)[0] if args.compare else None
     except (BagError, ReplayError) as exc:
         print(f"fcnseg replay: error: {exc}", file=sys.stderr)
         return 2
@@ -122,11 +143,60 @@ def cmd_replay(args) -> int:
     return 1 if node_failed or not summary["frames_received"] else 0
 
 
-def _offline(args, **context):
+def _node_params(args):
+    """(the node's parameters as given, those of them the core applies, typed). ValueError says what
+    is wrong."""
+    if any(":=" not in item for item in args.node_param):
+        raise ValueError("--node-param takes NAME:=VALUE")
+    node_params = dict(item.split(":=", 1) for item in args.node_param)
+    for name, why in REPLAY_SET_PARAMETERS.items():
+        if name in node_params:
+            raise ValueError(f"--node-param {name} is not for replay: {why}")
+    if args.input_size:
+        node_params["network_image_height"], node_params["network_image_width"] = map(str, args.input_size)
+    core_params = {}
+    for name, convert in CORE_PARAMETERS.items():
+        if name in node_params:
+            try:
+                core_params[name] = convert(node_params[name])
+            except ValueError as exc:
+                raise ValueError(f"--node-param {name}:={node_params[name]}: {exc}") from exc
+    if bool(core_params.get("network_image_width")) != bool(core_params.get("network_image_height")):
+        raise ValueError("set both network_image_width and network_image_height, or neither")
+    return node_params, core_params
+
+
+def _outputs(args):
+    """The --outputs list; None: the replay's default (class_mask, or every output with --record)."""
+    from .replay_report import NODE_OUTPUTS
+
+    if args.offline and (args.record is not None or args.outputs):
+        raise ValueError("--record and --outputs concern the node's outputs; they need a DDS run (drop --offline)")
+    if not args.outputs:
+        return None if args.record is not None else ("class_mask",)
+    outputs = [name.strip() for name in args.outputs.split(",") if name.strip()]
+    unknown = [name for name in outputs if name not in NODE_OUTPUTS]
+    if unknown:
+        raise ValueError(f"--outputs: unknown output(s) {', '.join(unknown)}; choose from {', '.join(NODE_OUTPUTS)}")
+    return tuple(outputs)
+
+
+def _offline(args, core_params: Dict[str, object]):
+    """The same frames through the core, with the node parameters that change what it computes."""
     from .backends import create_backend
+    from .frames import DEFAULT_MAX_PIXELS
     from .pipeline import Segmenter
     from .replay_report import replay_offline
 
-    backend, _ = create_backend(args.backend, args.model, device=args.device, input_size=args.input_size)
-    return replay_offline(args.bag, Segmenter(backend), args.topic, args.labels_topic, args.limit,
-                          model=str(args.model), **context)
+    width, height = core_params.get("network_image_width"), core_params.get("network_image_height")
+    backend, _ = create_backend(args.backend, args.model, device=args.device,
+                                input_size=(height, width) if width else None,
+                                onnx_path=core_params.get("onnx_path") or None,
+                                engine_cache_dir=core_params.get("engine_cache_dir") or None,
+                                precision=core_params.get("precision", "fp32"),
+                                force_engine_update=core_params.get("force_engine_update", False),
+                                cpu_threads=core_params.get("inference_threads", 0))
+    segmenter = Segmenter(backend, full_resolution_logits=core_params.get("full_resolution_logits", False))
+    return replay_offline(args.bag, segmenter, args.topic, args.labels_topic, args.limit,
+                          max_pixels=core_params.get("max_image_pixels", DEFAULT_MAX_PIXELS), model=str(args.model),
+                          node_params=core_params)

@@ -4,15 +4,16 @@ report has the same keys, so the two can be compared. No rclpy here."""
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from .bags import BagError, BagReader, message_to_label, message_to_rgb, stamp_ns
-from .frames import FrameError
+from .bags import BagError, BagMessage, BagReader, TopicChoice, message_to_label, message_to_rgb, stamp_ns
+from .frames import DEFAULT_MAX_PIXELS, FrameError
 from .metrics import ConfusionMatrix
 from .visualize import color_mask, overlay, palette_lut
 
@@ -20,8 +21,17 @@ LATENCY_PERCENTILES = (50, 95, 99)
 STRIP_FRAMES = 6
 STRIP_HEIGHT = 180
 # Every report has these keys, whether it comes from DDS or offline, so the two compare key by key.
-CONTEXT_KEYS = ("mode", "bag", "image_topic", "image_type", "labels_topic", "camera_info_topic", "model", "backend",
-                "rate", "node_params", "node_diagnostics", "node_exit_code", "node_log", "record")
+CONTEXT_KEYS = ("mode", "bag", "image_topic", "image_type", "labels_topic", "labels_note", "labels_candidates",
+                "camera_info_topic", "model", "backend", "input_size", "rate", "outputs", "node_params",
+                "node_diagnostics", "node_exit_code", "node_log", "node_launcher", "record")
+
+# What the node publishes per frame, in the order it publishes them (drivable_grid only once it has
+# CameraInfo); a replay subscribes to some of them. Latency is always measured on class_mask.
+NODE_OUTPUTS = ("class_mask", "color_mask", "overlay", "confidence", "drivable_mask", "drivable_grid")
+
+# A frame's place among the labels: (header stamp in ns, how many earlier frames had that stamp).
+# Frames of one stamp pair with the labels of that stamp in bag order.
+Key = Tuple[int, int]
 
 
 class ReplayError(RuntimeError):
@@ -31,47 +41,173 @@ class ReplayError(RuntimeError):
 @dataclass
 class Prediction:
     index: int                      # position of the frame in the replay
-    stamp_ns: int                   # header stamp: the key shared with the labels
+    stamp_ns: int                   # header stamp in the bag: the key shared with the labels
     sent_s: float                   # when the frame was published (fed to the core), from the first frame
     latency_ms: Optional[float]     # publish -> class mask; None when the frame was lost
     classes: Optional[np.ndarray] = None
     rgb: Optional[np.ndarray] = None  # kept only for the frames shown in the overlay strip
+    occurrence: int = 0             # how many earlier frames of the bag had the same stamp
+    published_stamp_ns: Optional[int] = None  # over DDS: the stamp it was published with (see FrameStamps)
+
+    @property
+    def key(self) -> Key:
+        return self.stamp_ns, self.occurrence
+
+
+class FrameStamps:
+    """The frames' header stamps in bag order. Simulators and some drivers stamp every frame 0 or
+    the same time, and stamps can go back; keyed by stamp, such frames would merge. Each frame gets
+    its label key (stamp, occurrence) and a stamp to publish that is unique and increasing: its own,
+    or 1 ns after the previous one (``restamped``). ``after``: publish stamps stay above it (the
+    warm-up frame's)."""
+
+    def __init__(self, after: Optional[int] = None):
+        self.previous_published = after
+        self.previous = None
+        self.seen: Counter = Counter()
+        self.repeated = self.backwards = self.restamped = 0
+
+    def next(self, stamp: int) -> Tuple[Key, int]:
+        """(label key, stamp to publish) of the next frame."""
+        occurrence = self.seen[stamp]
+        self.seen[stamp] += 1
+        if occurrence:
+            self.repeated += 1
+        elif self.previous is not None and stamp < self.previous:
+            self.backwards += 1
+        self.previous = stamp
+        published = stamp
+        if self.previous_published is not None and stamp <= self.previous_published:
+            published = self.previous_published + 1
+            self.restamped += 1
+        self.previous_published = published
+        return (stamp, occurrence), published
 
 
 class LabelMatcher:
-    """Pairs predictions with labels of the same header stamp. Labels come in stamp order, so a
-    prediction older than the newest label has no label coming: it is released at once, which keeps
-    memory bounded on long bags. The labels of lost frames are dropped with ``forget``."""
+    """Pairs predictions with labels of the same header stamp (frames sharing a stamp: the n-th frame
+    with the n-th label of that stamp, in bag order). Frames are announced with ``add_frame`` as they
+    are read; predictions come later (DDS) or at once (offline), labels in bag order, before or after
+    their frame. While stamps increase, a prediction older than the newest label has no label coming,
+    and a label older than the newest frame without a frame of its own matches none: both are settled
+    at once, which keeps memory bounded on long bags. Lost frames are dropped with ``forget``.
+
+    Counts: ``labels_read``, ``labels_unmatched`` (stamp matches no frame up to the last one read),
+    ``labels_unreadable`` (not a mono8 image: skipped, its frame unlabelled)."""
 
     def __init__(self, has_labels: bool, on_pair: Callable[[Prediction, Optional[np.ndarray]], None]):
         self.has_labels = has_labels
         self.on_pair = on_pair
-        self.labels: Dict[int, np.ndarray] = {}
-        self.waiting: Dict[int, Prediction] = {}
-        self.newest_label = -1
+        self.labels: Dict[Key, np.ndarray] = {}
+        self.waiting: Dict[Key, Prediction] = {}
+        self.open_frames: Set[Key] = set()       # read, neither answered nor lost yet
+        self.lost_frames: Set[Key] = set()       # lost before their label came
+        self.label_occurrences: Counter = Counter()
+        self.newest_frame: Optional[Key] = None
+        self.newest_label: Optional[Key] = None
+        self.frames_in_order = self.labels_in_order = True
+        self.last_frame_stamp: Optional[int] = None
+        self.labels_read = self.labels_unmatched = self.labels_unreadable = 0
+        self.first_unreadable: Optional[str] = None
 
-    def add_label(self, stamp: int, label: np.ndarray) -> None:
-        self.newest_label = max(self.newest_label, stamp)
-        if stamp in self.waiting:
-            self.on_pair(self.waiting.pop(stamp), label)
+    def add_frame(self, key: Key) -> None:
+        if self.newest_frame is not None and key < self.newest_frame:
+            self.frames_in_order = False
+        self.newest_frame = key if self.newest_frame is None else max(self.newest_frame, key)
+        self.last_frame_stamp = key[0] if self.last_frame_stamp is None else max(self.last_frame_stamp, key[0])
+        self.open_frames.add(key)
+        if self.frames_in_order:
+            for old in [k for k in self.labels if k < key and k not in self.open_frames]:
+                del self.labels[old]
+                self.labels_unmatched += 1
+
+    def read_label(self, message: BagMessage) -> None:
+        """A label message from the bag; one that is not a mono8 image is counted and skipped."""
+        try:
+            label = message_to_label(message)
+        except (BagError, FrameError) as exc:
+            label = None
+            self.labels_unreadable += 1
+            if self.first_unreadable is None:
+                self.first_unreadable = str(exc)
+                tqdm.write(f"labels: skipping an unreadable label (and any more like it): {exc}")
+        self.add_label(stamp_ns(message.msg), label)
+
+    def add_label(self, stamp: int, label: Optional[np.ndarray]) -> None:
+        """``label`` None: the label of this stamp exists but cannot be used."""
+        key = (stamp, self.label_occurrences[stamp])
+        self.label_occurrences[stamp] += 1
+        self.labels_read += 1
+        if self.newest_label is not None and key < self.newest_label:
+            self.labels_in_order = False
+        self.newest_label = key if self.newest_label is None else max(self.newest_label, key)
+        if key in self.waiting:
+            self.on_pair(self.waiting.pop(key), label)
+        elif key in self.lost_frames:
+            self.lost_frames.discard(key)  # its frame is counted as dropped
+        elif key in self.open_frames or not self.frames_in_order or self.newest_frame is None \
+                or key > self.newest_frame:
+            if label is not None:
+                self.labels[key] = label
         else:
-            self.labels[stamp] = label
-        for old in [s for s in self.waiting if s < self.newest_label]:
-            self.on_pair(self.waiting.pop(old), None)
+            self.labels_unmatched += 1  # frames come in stamp order and none had this one
+        if self.labels_in_order:
+            for old in [k for k in self.waiting if k < self.newest_label]:
+                self.on_pair(self.waiting.pop(old), None)
 
     def add_prediction(self, prediction: Prediction) -> None:
-        stamp = prediction.stamp_ns
-        if not self.has_labels or stamp in self.labels or stamp < self.newest_label:
-            self.on_pair(prediction, self.labels.pop(stamp, None))
+        key = prediction.key
+        self.open_frames.discard(key)
+        if key in self.labels:
+            self.on_pair(prediction, self.labels.pop(key))
+        elif not self.has_labels or (self.labels_in_order and self.newest_label is not None
+                                     and key < self.newest_label):
+            self.on_pair(prediction, None)
         else:
-            self.waiting[stamp] = prediction
+            self.waiting[key] = prediction
 
-    def forget(self, stamp: int) -> None:
-        self.labels.pop(stamp, None)
+    def forget(self, prediction: Prediction) -> None:
+        """A lost frame: its label, read or still to come, is not scored."""
+        key = prediction.key
+        self.open_frames.discard(key)
+        if self.labels.pop(key, None) is None and self.has_labels:
+            self.lost_frames.add(key)
 
-    def finish(self) -> None:
-        for stamp in list(self.waiting):
-            self.on_pair(self.waiting.pop(stamp), None)
+    def finish(self, all_frames_read: bool = True) -> None:
+        """Settle what is left. When the replay stopped before the bag's last frame (--limit), labels
+        stamped after the last frame read belong to frames not replayed: not counted as unmatched."""
+        for key in list(self.waiting):
+            self.on_pair(self.waiting.pop(key), None)
+        last = self.last_frame_stamp
+        self.labels_unmatched += sum(1 for stamp, _ in self.labels
+                                     if all_frames_read or (last is not None and stamp <= last))
+        self.labels.clear()
+
+
+def read_late_labels(bag: BagReader, choice: TopicChoice, matcher: LabelMatcher, last_bag_time: Optional[int],
+                     all_frames_read: bool) -> None:
+    """Labels stored after the last frame's bag time (a labelling tool's output merged into the bag
+    later): read on to the end of the topic, or with frames left unread (--limit), to the first label
+    stamped after the last frame read."""
+    if choice.labels is None or last_bag_time is None or matcher.last_frame_stamp is None:
+        return
+    for message in bag.messages(choice, kinds=("labels",), start_ns=last_bag_time + 1):
+        if not all_frames_read and stamp_ns(message.msg) > matcher.last_frame_stamp:
+            return
+        matcher.read_label(message)
+
+
+def check_first_frame(bag: BagReader, choice: TopicChoice, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Decode the first frame as the node would, so an encoding it cannot read fails here, with the
+    decoder's reason, rather than as frames that never come back."""
+    first = next(bag.messages(choice, kinds=("image",)), None)
+    if first is None:
+        raise ReplayError(f"no frames on {choice.image} in {bag.path}")
+    try:
+        message_to_rgb(first, max_pixels)
+    except FrameError as exc:
+        raise ReplayError(f"the first frame on {choice.image} cannot be decoded, so the node would reject "
+                          f"every frame like it: {exc}") from exc
 
 
 class ReplayReport:
@@ -83,6 +219,7 @@ class ReplayReport:
         self.confusion = ConfusionMatrix(info.num_classes)
         self.frames: List[dict] = []
         self.labelled = 0
+        self.labels_resized = 0
         picks = np.linspace(0, max(frame_count - 1, 0), min(strip_frames, frame_count)).round().astype(int)
         self.strip_indices = set(picks.tolist())
         self.strip: Dict[int, np.ndarray] = {}
@@ -91,14 +228,18 @@ class ReplayReport:
         return index in self.strip_indices
 
     def add(self, prediction: Prediction, label: Optional[np.ndarray] = None) -> None:
-        record = {"index": prediction.index, "stamp_ns": prediction.stamp_ns, "sent_s": round(prediction.sent_s, 4),
+        record = {"index": prediction.index, "stamp_ns": prediction.stamp_ns,
+                  "published_stamp_ns": prediction.published_stamp_ns, "sent_s": round(prediction.sent_s, 4),
                   "received": prediction.classes is not None, "latency_ms": prediction.latency_ms,
                   "pixel_accuracy": None}
         classes = prediction.classes
         if classes is not None and label is not None:
             if label.shape != classes.shape:
-                raise BagError(f"the label at stamp {prediction.stamp_ns} is {label.shape[1]}x{label.shape[0]} "
-                               f"but its image is {classes.shape[1]}x{classes.shape[0]}")
+                import cv2
+
+                # Class ids: nearest neighbour, never a blend of two ids.
+                label = cv2.resize(label, (classes.shape[1], classes.shape[0]), interpolation=cv2.INTER_NEAREST)
+                self.labels_resized += 1
             self.confusion.update(label, classes)
             self.labelled += 1
             valid = label < self.info.num_classes
@@ -111,7 +252,7 @@ class ReplayReport:
             self.strip[prediction.index] = cv2.resize(blend, (width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA)
         self.frames.append(record)
 
-    def summary(self, wall_time_s: float, **context) -> dict:
+    def summary(self, wall_time_s: float, labels: LabelMatcher, stamps: FrameStamps, **context) -> dict:
         """The report's numbers; ``context`` gives the CONTEXT_KEYS (missing ones are None)."""
         frames = sorted(self.frames, key=lambda f: f["index"])
         latencies = np.array([f["latency_ms"] for f in frames if f["received"]], np.float64)
@@ -120,6 +261,10 @@ class ReplayReport:
             **{key: context.get(key) for key in CONTEXT_KEYS},
             "frames_sent": len(frames), "frames_received": received, "frames_dropped": len(frames) - received,
             "frames_labelled": self.labelled,
+            "frames_repeating_a_stamp": stamps.repeated, "frames_stamped_backwards": stamps.backwards,
+            "frames_restamped": stamps.restamped if context.get("mode") == "dds" else 0,
+            "labels_read": labels.labels_read, "labels_unmatched": labels.labels_unmatched,
+            "labels_unreadable": labels.labels_unreadable, "labels_resized": self.labels_resized,
             "latency_ms": {**{f"p{p}": float(np.percentile(latencies, p)) if latencies.size else None
                               for p in LATENCY_PERCENTILES},
                            "max": float(latencies.max()) if latencies.size else None,
@@ -132,15 +277,49 @@ class ReplayReport:
             scores = self.confusion.summary(self.info.class_names)
             summary.update(miou=scores["miou"], pixel_accuracy=scores["pixel_accuracy"],
                            per_class_iou=scores["per_class_iou"], confusion_matrix=scores["confusion_matrix"])
+        summary["warnings"] = _warnings(summary, labels.first_unreadable)
         summary["frames"] = frames
         return summary
+
+
+def _warnings(summary: dict, first_unreadable: Optional[str]) -> List[str]:
+    """What the numbers above do not say on their own: stamps and labels that needed handling."""
+    warnings = []
+    repeated, backwards = summary["frames_repeating_a_stamp"], summary["frames_stamped_backwards"]
+    if repeated or backwards:
+        text = (f"frames with a header stamp not after the previous frame's: {repeated + backwards} of "
+                f"{summary['frames_sent']} ({repeated} repeating an earlier stamp, {backwards} going back in time)")
+        if summary["mode"] == "dds":
+            text += (f"; over DDS, {_count(summary['frames_restamped'], 'frame')} published under a new, unique "
+                     "stamp (1 ns after the one published before) so that their outputs stay apart")
+        warnings.append(text + "; labels matched on the bag's stamps, frames sharing a stamp with the labels of "
+                               "that stamp in bag order")
+    topic = summary["labels_topic"]
+    if summary["labels_unreadable"]:
+        warnings.append(f"{topic}: {_count(summary['labels_unreadable'], 'label')} that could not be read, skipped "
+                        f"({first_unreadable})")
+    if summary["labels_unmatched"]:
+        warnings.append(f"{topic}: {_count(summary['labels_unmatched'], 'label')} matching no frame's header stamp")
+    usable = summary["labels_read"] - summary["labels_unreadable"]
+    if usable and not summary["frames_labelled"] and summary["frames_received"]:
+        warnings.append(f"{topic}: {_count(usable, 'label')}, none matching a received frame's header stamp: "
+                        "IoU not computed")
+    if summary["labels_resized"]:
+        warnings.append(f"{_count(summary['labels_resized'], 'label')} of another size than the frame, resized to "
+                        "it (nearest neighbour)")
+    return warnings
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 # ---------------------------------------------------------------------------------------------
 # offline replay: the same frames through the core, no DDS
 
 def replay_offline(bag_path, segmenter, image_topic: Optional[str] = None, labels_topic: Optional[str] = None,
-                   limit: Optional[int] = None, **context) -> Tuple[dict, ReplayReport]:
+                   limit: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   **context) -> Tuple[dict, ReplayReport]:
     """Run every image of the bag through ``segmenter`` back to back (no pacing: this measures the
     core). Latency = decode + segment of one frame. Returns (summary, report)."""
     with BagReader(bag_path) as bag:
@@ -148,24 +327,28 @@ def replay_offline(bag_path, segmenter, image_topic: Optional[str] = None, label
         total = bag.frame_count(choice, limit)
         if total == 0:
             raise ReplayError(f"no frames on {choice.image} in {bag_path}")
+        check_first_frame(bag, choice, max_pixels)
         report = ReplayReport(segmenter.info, total)
         matcher = LabelMatcher(choice.labels is not None, report.add)
+        stamps = FrameStamps()
         progress = tqdm(total=total, desc="offline replay", unit="frame")
         index, last_bag_time, start = 0, None, time.perf_counter()
         for message in bag.messages(choice):
             if index >= total and message.bag_time_ns > last_bag_time:
                 break  # past the last frame and the labels stored beside it
             if message.kind == "labels":
-                matcher.add_label(stamp_ns(message.msg), message_to_label(message))
+                matcher.read_label(message)
             elif message.kind == "image" and index < total:
                 last_bag_time = message.bag_time_ns
+                key, _ = stamps.next(stamp_ns(message.msg))
+                matcher.add_frame(key)
                 t0 = time.perf_counter()
-                prediction = Prediction(index, stamp_ns(message.msg), t0 - start, None)
+                prediction = Prediction(index, key[0], t0 - start, None, occurrence=key[1])
                 try:
-                    rgb = message_to_rgb(message)
+                    rgb = message_to_rgb(message, max_pixels)
                 except FrameError as exc:  # the node would reject it too: a lost frame
                     tqdm.write(f"frame {index}: {exc}")
-                    matcher.forget(prediction.stamp_ns)
+                    matcher.forget(prediction)
                     report.add(prediction)
                 else:
                     prediction.classes = segmenter(rgb).classes
@@ -174,12 +357,17 @@ def replay_offline(bag_path, segmenter, image_topic: Optional[str] = None, label
                     matcher.add_prediction(prediction)
                 index += 1
                 progress.update()
-        matcher.finish()
+        wall = time.perf_counter() - start
+        all_frames_read = index == bag.frame_count(choice)
+        read_late_labels(bag, choice, matcher, last_bag_time, all_frames_read)
+        matcher.finish(all_frames_read)
         progress.close()
-        summary = report.summary(time.perf_counter() - start, mode="offline", bag=str(bag_path),
+        info = segmenter.info
+        summary = report.summary(wall, matcher, stamps, mode="offline", bag=str(bag_path),
                                  image_topic=choice.image, image_type=choice.image_type, labels_topic=choice.labels,
+                                 labels_note=choice.labels_note, labels_candidates=choice.labels_candidates,
                                  camera_info_topic=choice.camera_info, backend=segmenter.backend.describe(),
-                                 **context)
+                                 input_size=f"{info.input_width}x{info.input_height}", **context)
     return summary, report
 
 
@@ -214,17 +402,32 @@ def _markdown(runs: List[dict], plots: Dict[str, str]) -> str:
     names = {"dds": "over DDS (node process)", "offline": "offline (core, no DDS)"}
     lines = [f"# Replay report: `{main['bag']}`", "",
              f"- image topic: `{main['image_topic']}` ({main['image_type']})",
-             f"- labels: {'`' + main['labels_topic'] + '`' if main['labels_topic'] else 'none in the bag'}",
+             f"- labels: {_labels_line(main)}",
              f"- camera info: {'`' + main['camera_info_topic'] + '`' if main['camera_info_topic'] else 'none'}",
-             f"- model: `{main.get('model')}`, backend: {main.get('backend')}",
+             f"- model: `{main.get('model')}`, backend: {main.get('backend')}, network input: "
+             f"{main.get('input_size') or 'n/a'}",
              f"- playback rate: {main.get('rate')}x the bag's timing" if main["mode"] == "dds" else
-             "- frames fed back to back (no pacing)", "",
-             "| | " + " | ".join(names[r["mode"]] for r in runs) + " |",
-             "|---|" + "---|" * len(runs)]
+             "- frames fed back to back (no pacing)"]
+    if main["mode"] == "dds":
+        lines += [f"- node outputs subscribed: {', '.join(main.get('outputs') or ['class_mask'])}; node started "
+                  f"with `{main.get('node_launcher')}`"]
+    if len(runs) == 2:
+        offline_params = runs[1].get("node_params") or {}
+        left_out = sorted(set(main.get("node_params") or {}) - set(offline_params))
+        lines += [f"- offline run: node parameters applied to the core: "
+                  f"{', '.join(f'{k}={v}' for k, v in offline_params.items()) or 'none given'}"
+                  + (f"; not applicable to the core (DDS and other outputs only): {', '.join(left_out)}"
+                     if left_out else "")]
+    warnings = [w for run in runs for w in run.get("warnings", [])]
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in dict.fromkeys(warnings)]
+    lines += ["", "| | " + " | ".join(names[r["mode"]] for r in runs) + " |",
+              "|---|" + "---|" * len(runs)]
     rows = [("frames sent", lambda r: str(r["frames_sent"])),
             ("frames received", lambda r: str(r["frames_received"])),
             ("frames dropped", lambda r: str(r["frames_dropped"])),
-            ("frames with labels", lambda r: str(r["frames_labelled"]))]
+            ("frames with labels", lambda r: str(r["frames_labelled"])),
+            ("labels matching no frame", lambda r: str(r["labels_unmatched"]))]
     rows += [(f"latency {k}", lambda r, k=k: _fmt(r["latency_ms"][k], 1, " ms")) for k in ("p50", "p95", "p99", "max")]
     rows += [("fps", lambda r: _fmt(r["fps"], 2)), ("mIoU", lambda r: _fmt(r["miou"], 3)),
              ("pixel accuracy", lambda r: _fmt(r["pixel_accuracy"], 3))]
@@ -248,6 +451,12 @@ def _markdown(runs: List[dict], plots: Dict[str, str]) -> str:
         lines += ["", "## Node diagnostics (last /diagnostics message)", ""]
         lines += [f"- {key}: {value}" for key, value in diag.items()]
     return "\n".join(lines) + "\n"
+
+
+def _labels_line(summary: dict) -> str:
+    if summary["labels_topic"]:
+        return f"`{summary['labels_topic']}`"
+    return summary.get("labels_note") or "none in the bag"
 
 
 def _pyplot():
@@ -317,6 +526,9 @@ def format_summary(summary: dict) -> str:
     if summary["miou"] is not None:
         lines.append(f"mIoU on {summary['frames_labelled']} labelled frames: {summary['miou']:.3f} "
                      f"(pixel accuracy {summary['pixel_accuracy']:.3f})")
+    elif summary["labels_topic"]:
+        lines.append(f"no frame matched a label on {summary['labels_topic']}: IoU not computed")
     else:
-        lines.append("no labels: IoU not computed")
+        lines.append(f"no labels ({summary.get('labels_note') or 'none in the bag'}): IoU not computed")
+    lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     return "\n".join(lines)

@@ -1,5 +1,7 @@
 """rosbag2 writing and reading with rosbags (no ROS): make-bag round trips, topic choice, errors."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,63 @@ def test_restamped_camera_info_changes_the_stamp_only(tmp_path):
     assert (again.header.stamp.sec, again.header.stamp.nanosec) == (7, 123)
     assert again.header.frame_id == info.msg.header.frame_id
     np.testing.assert_array_equal(again.k, info.msg.k)
+
+
+def _bag_with_labels_topics(path, names):
+    """A camera and mono8 image topics of the given names."""
+    rgb, ids = np.zeros((24, 32, 3), np.uint8), np.zeros((24, 32), np.uint8)
+    with BagWriter(path) as bag:
+        bag.write("/cam/image_raw", bag.image(rgb, "rgb8", 1, "cam"), 1)
+        for name in names:
+            bag.write(name, bag.image(ids, "mono8", 1, "cam"), 1)
+
+
+@pytest.mark.parametrize("names,chosen,note", [
+    (["/cam/ground_truth"], "/cam/ground_truth", None),
+    (["/cam/labels", "/cam/labels_fine"], None,
+     "no labels topic chosen (use --labels-topic): 2 topics are named like labels: /cam/labels, /cam/labels_fine"),
+    (["/cam/class_ids"], None, "no labels topic chosen (use --labels-topic); mono8 image topics that could hold "
+                               "labels: /cam/class_ids"),
+    (["/cam/segmentation/class_mask"], None, None),  # the node's own output, recorded: not ground truth
+])
+def test_the_labels_topic_is_chosen_by_name_or_the_candidates_are_named(tmp_path, names, chosen, note):
+    path = tmp_path / "labels.mcap"
+    _bag_with_labels_topics(path, names)
+    with BagReader(path) as bag:
+        choice = bag.choose_topics("/cam/image_raw")
+    assert (choice.labels, choice.labels_note) == (chosen, note)
+
+
+def test_a_frame_encoding_the_node_cannot_decode_fails_before_the_node_starts(sample_dir, tmp_path, capsys):
+    path = tmp_path / "float.mcap"
+    with BagWriter(path) as bag:
+        for index in range(2):
+            msg = bag.image(np.zeros((24, 32), np.uint8), "mono8", index, "cam")
+            msg.encoding, msg.step, msg.data = "32FC1", 32 * 4, np.zeros(24 * 32 * 4, np.uint8)
+            bag.write("/cam/image_raw", msg, index)
+    out = tmp_path / "report"
+    started = time.monotonic()
+    code = main(["replay", str(path), "--out", str(out), "--timeout", "60"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert time.monotonic() - started < 20  # not the --timeout
+    assert "the first frame on /cam/image_raw cannot be decoded" in err and "'32FC1'" in err
+    assert not (out / "node.log").exists()  # no node was started
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--outputs", "class_mask,heatmap"], "unknown output(s) heatmap"),
+    (["--offline", "--outputs", "overlay"], "they need a DDS run"),
+    (["--offline", "--record"], "they need a DDS run"),
+    (["--outputs", "drivable_grid"], "drivable_grid needs CameraInfo"),   # the bag has none: before the node starts
+    (["--node-param", "model_path:=other.pt"], "--node-param model_path is not for replay: use --model"),
+    (["--offline", "--node-param", "inference_threads:=many"], "--node-param inference_threads:=many"),
+    (["--offline", "--node-param", "network_image_width:=320"], "set both network_image_width and"),
+])
+def test_replay_options_that_cannot_work_are_refused(sample_dir, tmp_path, capsys, extra, message):
+    path = tmp_path / "robot.mcap"
+    _foreign_bag(path, {"/front/image_rect": "raw"})
+    code = main(["replay", str(path), "--out", str(tmp_path / "report"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "report" / "node.log").exists()

@@ -1,6 +1,8 @@
 """Drive a running segmentation node over DDS: start it as a process, publish frames, collect its
 outputs by stamp. Used by ``fcnseg demo``, the replay tool and the integration tests."""
 
+import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -9,12 +11,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import MessageInfo
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -22,12 +26,27 @@ from ..defaults import dds_profile_environment
 from ..frames import decode_raw, encode_raw
 
 
+logger = logging.getLogger(__name__)
+
+CONSOLE_SCRIPT = "segmentation_node"
+
+
+def node_launcher() -> List[str]:
+    """The start of the node's command line: its console script, beside this interpreter or on PATH,
+    else ``python -m`` on the module the console script runs (a source checkout not installed)."""
+    beside_python = os.path.join(os.path.dirname(sys.executable), CONSOLE_SCRIPT)
+    exe = beside_python if os.access(beside_python, os.X_OK) else shutil.which(CONSOLE_SCRIPT)
+    if exe:
+        return [exe]
+    module = "fcn_segmentation.ros.node_main"
+    if importlib.util.find_spec(module) is None:
+        module = "fcn_segmentation.ros.node"
+    return [sys.executable, "-m", module]
+
+
 def node_command(params: Dict[str, object], remaps: Dict[str, str] = None, params_file: str = None) -> List[str]:
-    """Command line of the node's console script (or ``python -m`` when it is not on PATH)."""
-    beside_python = os.path.join(os.path.dirname(sys.executable), "segmentation_node")
-    exe = beside_python if os.access(beside_python, os.X_OK) else shutil.which("segmentation_node")
-    cmd = [exe] if exe else [sys.executable, "-m", "fcn_segmentation.ros.node"]
-    cmd += ["--ros-args"]
+    """Command line of the node (see ``node_launcher``)."""
+    cmd = node_launcher() + ["--ros-args"]
     if params_file:
         cmd += ["--params-file", params_file]
     for name, value in params.items():
@@ -48,12 +67,27 @@ def use_large_image_dds_profile() -> None:
 def start_node(params: Dict[str, object], remaps: Dict[str, str] = None, params_file: str = None,
                env: Dict[str, str] = None, log_path: Optional[str] = None) -> subprocess.Popen:
     """The node as its own process, with the bundled Fast DDS profile for large images unless the
-    environment chose one (see ``dds_profile_environment``)."""
-    out = open(log_path, "w") if log_path else subprocess.PIPE
+    environment chose one (see ``dds_profile_environment``). Its output goes to ``log_path``, or to
+    a pipe. The returned process's ``launcher`` is how it was started: the console script's path,
+    or "python -m <module>" when the console script is not installed."""
+    command = node_command(params, remaps, params_file)
+    console_script = os.path.basename(command[0]) == CONSOLE_SCRIPT
+    launcher = command[0] if console_script else f"python -m {command[2]}"
+    if console_script:
+        logger.info("starting the node with %s", launcher)
+    else:
+        logger.warning("no %s console script beside %s or on PATH: starting the node with %s",
+                       CONSOLE_SCRIPT, sys.executable, launcher)
     environ = {**os.environ, **(env or {})}
     environ.update(dds_profile_environment(environ))
-    return subprocess.Popen(node_command(params, remaps, params_file), env=environ,
-                            stdout=out, stderr=subprocess.STDOUT, text=True)
+    if log_path:
+        # The child writes to its own copy of the descriptor; this process's copy closes here.
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT, text=True)
+    else:
+        process = subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process.launcher = launcher
+    return process
 
 
 def stop_node(process: subprocess.Popen, timeout: float = 15.0) -> int:
@@ -70,7 +104,10 @@ def stop_node(process: subprocess.Popen, timeout: float = 15.0) -> int:
 @dataclass
 class Received:
     outputs: Dict[str, Image] = field(default_factory=dict)
-    times: Dict[str, float] = field(default_factory=dict)
+    times: Dict[str, float] = field(default_factory=dict)       # time.monotonic() when the callback ran
+    # When DDS took each message in (MessageInfo received_timestamp, system clock ns): unlike ``times``,
+    # not delayed by whatever this process's executor thread was doing when it arrived.
+    received_ns: Dict[str, int] = field(default_factory=dict)
 
 
 def stamp_key(header) -> Tuple[int, int]:
@@ -115,7 +152,10 @@ DRIVABLE_OUTPUTS = {"drivable_mask": ("drivable_area/mask", Image),
 class SegmentationClient(Node):
     """Publishes frames to the node and records what it sends back, keyed by header stamp.
     ``outputs`` names topics under ``output_namespace`` (class_mask, color_mask, ...) or
-    drivable_mask / drivable_grid, which live beside it under drivable_area/."""
+    drivable_mask / drivable_grid, which live beside it under drivable_area/.
+
+    Latency (``latency_ms``) is publish -> DDS receipt, both on the system clock: the publish time
+    is taken just before the publish call, the receipt from the middleware's receive timestamp."""
 
     def __init__(self, image_topic: str, output_namespace: str = "segmentation",
                  outputs: Sequence[str] = ("class_mask",), compressed: bool = False,
@@ -125,7 +165,8 @@ class SegmentationClient(Node):
         self.image_pub = self.create_publisher(CompressedImage if compressed else Image, image_topic, qos)
         self.lock = threading.Lock()
         self.received: Dict[Tuple[int, int], Received] = {}
-        self.sent_at: Dict[Tuple[int, int], float] = {}
+        self.sent_at: Dict[Tuple[int, int], float] = {}   # time.monotonic() of the publish
+        self.sent_ns: Dict[Tuple[int, int], int] = {}     # time.time_ns() of the publish
         self.diagnostics: List[DiagnosticArray] = []
         camera_namespace = output_namespace.rsplit("/", 1)[0] if "/" in output_namespace else ""
         self.node_fqn = f"/{camera_namespace.strip('/')}/fcn_segmentation".replace("//", "/")
@@ -135,16 +176,18 @@ class SegmentationClient(Node):
             topic = f"{camera_namespace}/{relative}" if relative else f"{output_namespace}/{name}"
             self.output_topics[name] = (topic, msg_type)
         self.output_subs = [
-            self.create_subscription(msg_type, topic, lambda msg, name=name: self._on_output(name, msg), qos)
+            self.create_subscription(msg_type, topic, partial(self._on_output, name), qos)
             for name, (topic, msg_type) in self.output_topics.items()]
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
-    def _on_output(self, name: str, msg: Image) -> None:
+    def _on_output(self, name: str, msg: Image, info: MessageInfo) -> None:
         now = time.monotonic()
         with self.lock:
             entry = self.received.setdefault(stamp_key(msg.header), Received())
             entry.outputs[name] = msg
             entry.times[name] = now
+            # 0 where the middleware does not fill it in: then the callback's time is the best there is.
+            entry.received_ns[name] = info.get("received_timestamp") or time.time_ns()
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self.lock:
@@ -155,21 +198,25 @@ class SegmentationClient(Node):
             sub.get_publisher_count() > 0 for sub in self.output_subs)
 
     def publish(self, msg) -> None:
-        with self.lock:
-            self.sent_at[stamp_key(msg.header)] = time.monotonic()
+        self._mark_sent(stamp_key(msg.header))
         self.image_pub.publish(msg)
 
     def publish_serialized(self, data: bytes, key: Tuple[int, int]) -> None:
         """Publish a message serialized already (CDR from a bag, as ``ros2 bag play`` does)."""
-        with self.lock:
-            self.sent_at[key] = time.monotonic()
+        self._mark_sent(key)
         self.image_pub.publish(data)
 
-    def take(self, key) -> Tuple[Optional[Received], Optional[float]]:
-        """Remove and return what came back for ``key`` and when it was sent, so long replays do
-        not keep every mask in memory."""
+    def _mark_sent(self, key: Tuple[int, int]) -> None:
         with self.lock:
-            return self.received.pop(key, None), self.sent_at.pop(key, None)
+            self.sent_at[key] = time.monotonic()
+            self.sent_ns[key] = time.time_ns()
+
+    def take(self, key) -> Tuple[Optional[Received], Optional[int]]:
+        """Remove and return what came back for ``key`` and when it was sent (``time.time_ns()``), so
+        long replays do not keep every mask in memory."""
+        with self.lock:
+            self.sent_at.pop(key, None)
+            return self.received.pop(key, None), self.sent_ns.pop(key, None)
 
     def complete(self, key, outputs: Sequence[str]) -> bool:
         with self.lock:
@@ -177,11 +224,12 @@ class SegmentationClient(Node):
             return entry is not None and all(name in entry.outputs for name in outputs)
 
     def latency_ms(self, key, output: str = "class_mask") -> Optional[float]:
+        """Publish of frame ``key`` -> DDS receipt of its ``output``, None until both happened."""
         with self.lock:
             entry = self.received.get(key)
-            if entry is None or output not in entry.times or key not in self.sent_at:
+            if entry is None or output not in entry.received_ns or key not in self.sent_ns:
                 return None
-            return (entry.times[output] - self.sent_at[key]) * 1e3
+            return received_minus_sent_ms(entry.received_ns[output], self.sent_ns[key])
 
     def last_diagnostic_values(self) -> Dict[str, str]:
         with self.lock:
@@ -190,6 +238,10 @@ class SegmentationClient(Node):
                     if status.name == f"{self.node_fqn}: segmentation":  # not another camera's node
                         return {kv.key: kv.value for kv in status.values}
         return {}
+
+
+def received_minus_sent_ms(received_ns: int, sent_ns: int) -> float:
+    return (received_ns - sent_ns) / 1e6
 
 
 def spin_until(executor, condition, timeout: float, step: float = 0.05) -> bool:
