@@ -131,7 +131,8 @@ def cmd_replay(args) -> int:
     except (BagError, ReplayError) as exc:
         print(f"fcnseg replay: error: {exc}", file=sys.stderr)
         return 2
-    path = write_report(out, summary, report, offline)
+    from .cli import command_line
+    path = write_report(out, {"command": command_line(), **summary}, report, offline)
     for run in (summary, offline):
         if run:
             print(format_summary(run))

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -30,6 +31,11 @@ def _segmenter(args):
     return Segmenter(backend)
 
 
+def command_line() -> str:
+    """This run's command, recorded in the JSON reports so a figure says how it was measured."""
+    return shlex.join(["fcnseg", *sys.argv[1:]])
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_split, save_examples, write_report
 
@@ -37,7 +43,7 @@ def cmd_evaluate(args) -> int:
     summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit)
     # what produced the numbers: with --onnx (e.g. an INT8 model) the graph, not the .pt's weights
     summary.update(model=str(args.model), onnx=str(args.onnx) if args.onnx else None,
-                   backend_requested=args.backend, device_requested=args.device)
+                   backend_requested=args.backend, device_requested=args.device, command=command_line())
     if args.json:
         png = write_report(summary, args.json, segmenter.info.class_names)
         logger.info("wrote %s and %s", args.json, png)

@@ -31,7 +31,7 @@ def evaluate_split(segmenter, data_root, split: str, limit: Optional[int] = None
         result = segmenter(rgb)
         inference_ms.append(sum(result.timings_ms.values()))
         confusion.update(label, result.classes)
-        native_label = cv2.resize(label, (info.input_width, info.input_height), interpolation=cv2.INTER_NEAREST)
+        native_label = cv2.resize(label, (info.input_width, info.input_height), interpolation=cv2.INTER_NEAREST_EXACT)
         confusion_native.update(native_label, result.network_classes)
     summary = confusion.summary(info.class_names)
     summary.update({

@@ -96,7 +96,8 @@ def cmd_bench(args) -> int:
         report["node_over_dds"] = dds
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        from .cli import command_line
+        Path(args.json).write_text(json.dumps({"command": command_line(), **report}, indent=2))
         print(f"\nwrote {args.json}")
     return 0
 
@@ -109,13 +110,15 @@ def cmd_soak(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result = soak_node(args.model, read_rgb(args.image or _sample_image()), rate_hz=args.rate, frames=args.frames,
                        backend=args.backend, log_path=str(out / "node.log"), input_size=args.input_size)
-    (out / "soak.json").write_text(json.dumps(result, indent=2))
+    from .cli import command_line
+    (out / "soak.json").write_text(json.dumps({"command": command_line(), **result}, indent=2))
     plot_soak(result, out / "soak.png")
     diag = result["node_diagnostics"]
     rss = result["rss_mb"]
     print(f"{result['frames_sent']} frames at {args.rate:g} Hz in {result['duration_s']:.0f} s: node processed "
           f"{diag.get('processed')} ({result['processed_fps']:.1f}/s), dropped {diag.get('dropped')} (newest-frame "
-          f"policy), rejected {diag.get('rejected')}")
+          f"policy), rejected {diag.get('rejected')}; masks came back for {100 * result['answered_fraction']:.1f}% "
+          "of the frames sent")
     print(f"latency publish -> mask: p50 {result['latency_ms']['p50']:.0f} ms, p95 {result['latency_ms']['p95']:.0f} "
           f"ms, max {result['latency_ms']['max']:.0f} ms")
     print(f"node resident memory: start {rss['start']:.0f} MB, after warm-up {rss['settled']:.0f} MB, end "

@@ -154,10 +154,10 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
                     break
             if index % max(1, int(rate_hz)) == 0:
                 memory.append((time.monotonic() - started, resident_mb(node.process.pid)))
-        spin_until(node.executor, lambda: False, 2.5)
+        publishing_s = time.monotonic() - started
+        spin_until(node.executor, lambda: False, 2.5)  # the last frames' masks
         memory.append((time.monotonic() - started, resident_mb(node.process.pid)))
         node_stats = node.client.last_diagnostic_values()
-        elapsed = time.monotonic() - started
     warm_up_key = divmod(node.start_ns, 1_000_000_000)
     keys = [k for k in node.client.sent_at if k != warm_up_key]
     latency_curve = [(node.client.sent_at[k] - started, v) for k in keys
@@ -165,8 +165,10 @@ def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend:
     latencies = [v for _, v in latency_curve]
     # Memory after the first 10% of the run, so allocator warm-up is not counted as growth.
     settled = memory[min(len(memory) - 1, max(1, len(memory) // 10))][1]
+    # Masks per second of publishing: at a rate the node keeps up with, this is the rate itself.
     return {"frames_sent": frames, "masks_received": len(latencies), "rate_hz": rate_hz,
-            "duration_s": elapsed, "processed_fps": len(latencies) / elapsed,
+            "duration_s": publishing_s, "processed_fps": len(latencies) / publishing_s,
+            "answered_fraction": len(latencies) / frames,
             "latency_ms": percentiles(latencies),
             "rss_mb": {"start": memory[0][1], "settled": settled, "end": memory[-1][1],
                        "growth_percent_after_settling": 100 * (memory[-1][1] - settled) / settled},
