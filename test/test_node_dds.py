@@ -269,3 +269,27 @@ def test_a_stop_signal_while_starting_exits_cleanly(dds_env, bundled_model, tmp_
     assert code == 0, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     assert "listening on" not in text, "the signal came after the node had started: the test missed its moment"
+
+
+def test_diagnostics_report_error_while_a_frame_is_stuck_and_warn_only_for_recent_bad_frames(dds_env, bundled_model):
+    from rclpy.parameter import Parameter
+
+    from fcn_segmentation.ros.node import SegmentationNode
+
+    rclpy.init()
+    node = None
+    try:
+        node = SegmentationNode(parameter_overrides=[Parameter("model_path", value=str(bundled_model)),
+                                                     Parameter("stall_timeout", value=0.5)])
+        assert node._health(node.stats.snapshot())[0] == DiagnosticStatus.OK
+        node._in_work_since = time.monotonic() - 2.0  # the worker has been on one frame for 2 s
+        level, message = node._health(node.stats.snapshot())
+        assert level == DiagnosticStatus.ERROR and message.startswith("stalled: a frame has waited or been in work")
+        node._in_work_since = None
+        node.stats.count("rejected")
+        assert node._health(node.stats.snapshot()) == (DiagnosticStatus.WARN, "1 frames rejected (see the log for why)")
+        assert node._health(node.stats.snapshot())[0] == DiagnosticStatus.OK, "no new bad frame since"
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
