@@ -132,7 +132,9 @@ def cmd_replay(args) -> int:
         print(f"fcnseg replay: error: {exc}", file=sys.stderr)
         return 2
     from .cli import command_line
-    path = write_report(out, {"command": command_line(), **summary}, report, offline)
+    summary = {"command": command_line(), **summary}
+    offline = {"command": command_line(), **offline} if offline else None
+    path = write_report(out, summary, report, offline)
     for run in (summary, offline):
         if run:
             print(format_summary(run))

@@ -98,7 +98,8 @@ def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, samp
     assert diag["received"] + diag["missed"] >= 120 and diag["processed"] + diag["dropped"] == diag["received"]
     assert diag["dropped"] > 0, "60 Hz is faster than inference on a CPU: the newest-frame policy drops"
     assert 0 < result["masks_received"] <= diag["processed"]
-    assert result["answered_fraction"] == pytest.approx(result["masks_received"] / 120) and result["answered_fraction"] < 1
+    assert result["answered_fraction"] == pytest.approx(result["masks_received"] / 120)
+    assert result["answered_fraction"] < 1
     assert result["rss_mb"]["end"] > 100 and len(result["memory_curve"]) >= 3
     assert len(result["latency_curve"]) == result["masks_received"]
     assert all(0 <= sent <= result["duration_s"] and latency > 0 for sent, latency in result["latency_curve"])
