@@ -208,7 +208,8 @@ def test_a_given_onnx_file_that_onnxruntime_cannot_load_says_what_to_do(tiny_mod
         create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=tmp_path / "odd.onnx")
 
 
-def test_a_damaged_cached_export_is_deleted_and_exported_again(tiny_model_file, tmp_path, caplog):
+def test_a_damaged_cached_export_is_deleted_and_exported_again(tiny_model_file, tmp_path, caplog, monkeypatch):
+    import logging
     import shutil
 
     import onnx
@@ -216,6 +217,8 @@ def test_a_damaged_cached_export_is_deleted_and_exported_again(tiny_model_file, 
     from fcn_segmentation.export import cached_export_problem, onnx_cache_path
     from fcn_segmentation.model.model_file import load_model_file
 
+    # Where `launch` is installed its logging stops our loggers propagating to the root, caplog's place.
+    monkeypatch.setattr(logging.getLogger("fcn_segmentation.export"), "propagate", True)
     model_path = tmp_path / "model.pt"
     shutil.copy(tiny_model_file, model_path)
     create_backend("onnxruntime", model_path, device="cpu")

@@ -31,13 +31,25 @@ logger = logging.getLogger(__name__)
 CONSOLE_SCRIPT = "segmentation_node"
 
 
+def _ament_executable() -> Optional[str]:
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return None
+    try:
+        return os.path.join(get_package_prefix("fcn_segmentation"), "lib", "fcn_segmentation", CONSOLE_SCRIPT)
+    except (PackageNotFoundError, ValueError, OSError):  # not in any AMENT_PREFIX_PATH, or none set
+        return None
+
+
 def node_launcher() -> List[str]:
-    """The start of the node's command line: its console script, beside this interpreter or on PATH,
-    else ``python -m`` on the module the console script runs (a source checkout not installed)."""
-    beside_python = os.path.join(os.path.dirname(sys.executable), CONSOLE_SCRIPT)
-    exe = beside_python if os.access(beside_python, os.X_OK) else shutil.which(CONSOLE_SCRIPT)
-    if exe:
-        return [exe]
+    """The start of the node's command line: its console script from the ament index (a ROS
+    workspace: the executable `ros2 run` starts), else beside this interpreter or on PATH, else
+    ``python -m`` on the module the console script runs (a source checkout not installed)."""
+    for exe in (_ament_executable(), os.path.join(os.path.dirname(sys.executable), CONSOLE_SCRIPT),
+                shutil.which(CONSOLE_SCRIPT)):
+        if exe and os.access(exe, os.X_OK):
+            return [exe]
     module = "fcn_segmentation.ros.node_main"
     if importlib.util.find_spec(module) is None:
         module = "fcn_segmentation.ros.node"
