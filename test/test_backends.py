@@ -7,9 +7,12 @@ from fcn_segmentation.backends.tensorrt_backend import ENGINE_MAGIC, engine_cach
 from fcn_segmentation.backends.torch_backend import TorchBackend
 
 
-def test_auto_falls_back_to_a_cpu_backend_and_says_why(tiny_model_file):
+def test_auto_takes_a_gpu_backend_where_there_is_one_else_a_cpu_one_and_says_why(tiny_model_file):
+    import onnxruntime
+
     backend, skipped = create_backend("auto", tiny_model_file, device="auto")
-    assert backend.device == "cpu"
+    gpu = torch.cuda.is_available() or "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert backend.device == ("cuda" if gpu else "cpu")
     try:
         import tensorrt  # noqa: F401
     except ImportError:
