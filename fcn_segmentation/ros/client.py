@@ -1,7 +1,6 @@
 """Drive a running segmentation node over DDS: start it as a process, publish frames, collect its
 outputs by stamp. Used by ``fcnseg demo``, the replay tool and the integration tests."""
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -50,10 +49,7 @@ def node_launcher() -> List[str]:
                 shutil.which(CONSOLE_SCRIPT)):
         if exe and os.access(exe, os.X_OK):
             return [exe]
-    module = "fcn_segmentation.ros.node_main"
-    if importlib.util.find_spec(module) is None:
-        module = "fcn_segmentation.ros.node"
-    return [sys.executable, "-m", module]
+    return [sys.executable, "-m", "fcn_segmentation.ros.node_main"]
 
 
 def node_command(params: Dict[str, object], remaps: Dict[str, str] = None, params_file: str = None) -> List[str]:

@@ -207,6 +207,7 @@ class SegmentationNode(Node):
                                f"grid_resolution x grid_width / grid_resolution), more than {MAX_GRID_CELLS}: "
                                "check grid_resolution (metres per cell)")
         self._grid_state = "waiting for the first image"
+        self._previous_snapshot = None  # diagnostics' counters last time: the level reflects what happened since
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         out_qos = QoSProfile(depth=self.config["output_qos_depth"], reliability=ReliabilityPolicy.RELIABLE,
@@ -386,10 +387,9 @@ class SegmentationNode(Node):
         """The cell -> pixel table for the current camera_info and image size, rebuilt only on change;
         None (and the reason in diagnostics and the log) while there is no usable camera_info."""
         info = self._camera_info
-        topic = self.camera_info_sub.topic_name
-        if info is None:
-            self._grid_state = f"not published: no camera_info received on {topic}"
+        if info is None:  # diagnostics say so (they check _camera_info themselves)
             return None
+        topic = self.camera_info_sub.topic_name
         key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height, tuple(image_hw))
         if key == self._projector_key:
             return self._projector
@@ -453,7 +453,7 @@ class SegmentationNode(Node):
     def _health(self, snap):
         """Level and message from what happened since the last diagnostics message (one bad frame an
         hour ago is not a warning now), and ERROR while the pipeline is stuck."""
-        previous, self._previous_snapshot = getattr(self, "_previous_snapshot", None), snap
+        previous, self._previous_snapshot = self._previous_snapshot, snap
         since = {k: snap[k] - (previous[k] if previous else 0) for k in ("failed", "rejected", "grid_failed")}
         now = time.monotonic()
         stuck_for = max(now - self._in_work_since if self._in_work_since is not None else 0.0,
