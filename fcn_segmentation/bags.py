@@ -143,8 +143,9 @@ class BagWriter:
             header=self._header(stamp, frame_id), format=f"rgb8; {fmt} compressed bgr8", data=data.ravel())
 
     def camera_info(self, camera: CameraModel, width: int, height: int, stamp: int):
-        cx = width / 2.0 if camera.cx is None else camera.cx
-        cy = height / 2.0 if camera.cy is None else camera.cy
+        # The centre of a W-pixel row, pixel centres being on integer coordinates, is (W - 1) / 2.
+        cx = (width - 1) / 2.0 if camera.cx is None else camera.cx
+        cy = (height - 1) / 2.0 if camera.cy is None else camera.cy
         types = self.typestore.types
         return types[CAMERA_INFO](
             header=self._header(stamp, camera.frame_id), height=height, width=width, distortion_model="plumb_bob",

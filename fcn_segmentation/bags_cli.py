@@ -21,7 +21,7 @@ def _flag(text: str) -> bool:
 # --compare applies them too, so both runs segment with the same model and settings.
 CORE_PARAMETERS = {"onnx_path": str, "engine_cache_dir": str, "precision": str, "inference_threads": int,
                    "force_engine_update": _flag, "full_resolution_logits": _flag, "network_image_width": int,
-                   "network_image_height": int, "max_image_pixels": int}
+                   "network_image_height": int, "max_image_pixels": int, "calibration_data": str}
 # Node parameters the replay sets itself: as --node-param they would make the report describe another run.
 REPLAY_SET_PARAMETERS = {"model_path": "use --model", "backend": "use --backend", "device": "use --device",
                          "input_transport": "the replay sets it from the bag's image type"}
@@ -48,8 +48,8 @@ def add_bag_commands(subparsers) -> None:
     defaults = CameraModel()
     make.add_argument("--fx", type=float, default=defaults.fx, help=f"focal length in px (default {defaults.fx:g})")
     make.add_argument("--fy", type=float, default=defaults.fy, help=f"focal length in px (default {defaults.fy:g})")
-    make.add_argument("--cx", type=float, help="principal point in px (default: image centre, 240 for CamVid)")
-    make.add_argument("--cy", type=float, help="principal point in px (default: image centre, 180 for CamVid)")
+    make.add_argument("--cx", type=float, help="principal point in px (default: image centre, 239.5 for CamVid)")
+    make.add_argument("--cy", type=float, help="principal point in px (default: image centre, 179.5 for CamVid)")
     make.add_argument("--frame-id", default=defaults.frame_id)
     make.set_defaults(func=cmd_make_bag)
 
@@ -198,7 +198,8 @@ def _offline(args, core_params: Dict[str, object]):
                                 engine_cache_dir=core_params.get("engine_cache_dir") or None,
                                 precision=core_params.get("precision", "fp32"),
                                 force_engine_update=core_params.get("force_engine_update", False),
-                                cpu_threads=core_params.get("inference_threads", 0))
+                                cpu_threads=core_params.get("inference_threads", 0),
+                                calibration_data=core_params.get("calibration_data") or None)
     segmenter = Segmenter(backend, full_resolution_logits=core_params.get("full_resolution_logits", False))
     return replay_offline(args.bag, segmenter, args.topic, args.labels_topic, args.limit,
                           max_pixels=core_params.get("max_image_pixels", DEFAULT_MAX_PIXELS), model=str(args.model),

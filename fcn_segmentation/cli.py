@@ -49,8 +49,9 @@ def cmd_evaluate(args) -> int:
         logger.info("wrote %s and %s", args.json, png)
     if args.examples:
         logger.info("wrote %s", save_examples(segmenter, args.data, args.split, args.examples))
-    width, height = summary["image_size"]
-    print(f"{args.split}: {summary['num_images']} images, mIoU {summary['miou']:.4f} at {width}x{height}, "
+    sizes = " / ".join(f"{count} at {size}" for size, count in summary["image_sizes"].items())
+    print(f"{args.split}: {summary['num_images']} images, mIoU {summary['miou']:.4f} at the images' own size "
+          f"({sizes}), "
           f"{summary['miou_at_network_size']:.4f} at the network's {segmenter.info.input_width}x"
           f"{segmenter.info.input_height}; pixel accuracy {summary['pixel_accuracy']:.4f}")
     for name, iou in summary["per_class_iou"].items():

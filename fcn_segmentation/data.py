@@ -39,6 +39,23 @@ def split_pairs(root, split: str, require_labels: bool = True) -> List[Tuple[Pat
     return pairs
 
 
+def calibration_images(data_dir, count: int, split: str = "train") -> List[Path]:
+    """``count`` images spread evenly over ``split`` of a CamVid-layout folder, or over a plain folder
+    of images: sorted names are video order, and the first N would all come from one sequence."""
+    root = Path(data_dir)
+    if (root / split).is_dir():
+        images = [image for image, _ in split_pairs(root, split, require_labels=False)]
+    elif root.is_dir():
+        images = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        raise DatasetError(f"calibration data {root} is not a folder")
+    if not images:
+        raise DatasetError(f"no images in {root} or {root / split} to calibrate with")
+    if count >= len(images):
+        return images
+    return [images[int(i * len(images) / count)] for i in range(count)]
+
+
 def read_rgb(path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:

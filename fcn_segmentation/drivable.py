@@ -296,11 +296,14 @@ class GroundGridProjector:
 
 
 def scaled_intrinsics(K: np.ndarray, info_size: Tuple[int, int], image_size: Tuple[int, int]) -> np.ndarray:
-    """Intrinsics of a camera_info for a different image size (the image was resized)."""
+    """Intrinsics of a camera_info for a different image size (the image was resized, as cv2.resize
+    does: the images' outer edges, half a pixel beyond the corner pixel centres, stay aligned)."""
     (info_h, info_w), (img_h, img_w) = info_size, image_size
     if (info_h, info_w) == (img_h, img_w) or not info_h or not info_w:
         return np.asarray(K, np.float64)
-    scale = np.diag([img_w / info_w, img_h / info_h, 1.0])
+    sx, sy = img_w / info_w, img_h / info_h
+    # Pixel centres on integer coordinates: u' = (u + 0.5) * s - 0.5.
+    scale = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
     return scale @ np.asarray(K, np.float64)
 
 

@@ -86,6 +86,14 @@ def read_onnx_info(path) -> ModelInfo:
     raise ValueError(f"{path} carries no fcn_segmentation metadata; export it with `fcnseg export`")
 
 
+def onnx_is_quantized(path) -> bool:
+    """True for a QDQ graph (``fcnseg quantize``): TensorRT builds it in INT8 from its own scales."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
 def export_cache_key(model_path, info: ModelInfo) -> str:
     """What a cached export depends on: the model file's bytes, the input size, the opset, this
     module's source (how the graph is exported and folded) and torch's version (its exporter), so

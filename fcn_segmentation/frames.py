@@ -57,7 +57,16 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 
 
 class FrameError(ValueError):
-    """A frame that cannot be used; the message names the problem."""
+    """A frame that cannot be used; the message names the problem and ``kind`` its category
+    (one of FRAME_ERROR_KINDS), so that logs can be throttled per kind without hiding a new problem."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+FRAME_ERROR_KINDS = ("encoding", "byte_order", "size", "too_large", "layout", "data_length", "compressed_format",
+                     "corrupt_png", "corrupt_jpeg", "not_png_or_jpeg")
 
 
 def decode_raw(encoding: str, height: int, width: int, step: int, data, is_bigendian: int = 0,
@@ -67,31 +76,33 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data, is_bigen
     ``is_bigendian`` (0 or 1, a bool works too) orders the bytes of 16-bit samples; 8-bit encodings ignore it.
     """
     if is_bigendian not in (0, 1):
-        raise FrameError(f"is_bigendian is {is_bigendian!r}; it must be 0 or 1")
+        raise FrameError(f"is_bigendian is {is_bigendian!r}; it must be 0 or 1", "byte_order")
     key = encoding.lower()
     if key not in RAW_ENCODINGS:
         supported = ", ".join(sorted(RAW_ENCODINGS))
         if _SIGNED_OR_FLOAT.match(key):
             raise FrameError(f"unsupported encoding '{encoding}': signed or float samples (depth, disparity) "
-                             f"are not a camera picture (supported: {supported})")
-        raise FrameError(f"unsupported encoding '{encoding}' (supported: {supported})")
+                             f"are not a camera picture (supported: {supported})", "encoding")
+        raise FrameError(f"unsupported encoding '{encoding}' (supported: {supported})", "encoding")
     if height <= 0 or width <= 0:
-        raise FrameError(f"image size is {width}x{height}; both sides must be positive")
+        raise FrameError(f"image size is {width}x{height}; both sides must be positive", "size")
     if height * width > max_pixels:
-        raise FrameError(f"image {width}x{height} has more than max_image_pixels={max_pixels} pixels")
+        raise FrameError(f"image {width}x{height} has more than max_image_pixels={max_pixels} pixels", "too_large")
     layout = RAW_ENCODINGS[key]
     if min(height, width) < layout.min_side:
         raise FrameError(f"{encoding} needs at least {layout.min_side} pixels on each side to demosaic, "
-                         f"got {width}x{height}")
+                         f"got {width}x{height}", "size")
     if layout.channels == 2 and width % 2:
-        raise FrameError(f"{encoding} needs an even width, got {width}")
+        raise FrameError(f"{encoding} needs an even width, got {width}", "layout")
     pixel_bytes = layout.channels * layout.sample_bytes
     row_bytes = width * pixel_bytes
     if step < row_bytes:
-        raise FrameError(f"step {step} is smaller than width x bytes per pixel = {width} x {pixel_bytes} = {row_bytes}")
+        raise FrameError(f"step {step} is smaller than width x bytes per pixel = {width} x {pixel_bytes} = {row_bytes}",
+                         "layout")
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size != step * height:
-        raise FrameError(f"data has {buffer.size} bytes but step x height = {step} x {height} = {step * height}")
+        raise FrameError(f"data has {buffer.size} bytes but step x height = {step} x {height} = {step * height}",
+                         "data_length")
     rows = buffer.reshape(height, step)
     if step != row_bytes:
         rows = rows[:, :row_bytes]
@@ -114,31 +125,36 @@ def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     """
     # image_transport writes e.g. "rgb8; jpeg compressed bgr8"; plain "jpeg" / "png" are common too.
     if "compresseddepth" in fmt.lower():
-        raise FrameError(f"compressed format '{fmt}' is a depth image (compressedDepth), not a camera picture")
+        raise FrameError(f"compressed format '{fmt}' is a depth image (compressedDepth), not a camera picture",
+                         "compressed_format")
     if not any(name in fmt.lower() for name in COMPRESSED_FORMATS):
-        raise FrameError(f"unsupported compressed format '{fmt}' (supported: jpeg, png)")
+        raise FrameError(f"unsupported compressed format '{fmt}' (supported: jpeg, png)", "compressed_format")
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:
-        raise FrameError("compressed image has no data")
+        raise FrameError("compressed image has no data", "data_length")
     undecodable = f"compressed image ({buffer.size} bytes, format '{fmt}') could not be decoded"
+    corrupt = "corrupt_png" if bytes(buffer[:8]) == PNG_SIGNATURE else "corrupt_jpeg"
     try:
         header_size = compressed_image_size(memoryview(buffer))
     except ValueError as exc:
-        raise FrameError(f"{undecodable}: {exc}") from None
-    if header_size is not None:
-        _check_size(*header_size, max_pixels, source=" (from its header, not decoded)")
+        raise FrameError(f"{undecodable}: {exc}", corrupt) from None
+    if header_size is None:  # OpenCV would decode BMP, TIFF, WebP, ... whole before we could check their size
+        raise FrameError(f"{undecodable}: the data starts with {bytes(buffer[:8])!r}, which is neither a PNG "
+                         "nor a JPEG signature", "not_png_or_jpeg")
+    _check_size(*header_size, max_pixels, source=" (from its header, not decoded)")
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise FrameError(undecodable)
+        raise FrameError(undecodable, corrupt)
     _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _check_size(width: int, height: int, max_pixels: int, source: str = "") -> None:
     if width <= 0 or height <= 0:
-        raise FrameError(f"image size is {width}x{height}{source}; both sides must be positive")
+        raise FrameError(f"image size is {width}x{height}{source}; both sides must be positive", "size")
     if width * height > max_pixels:
-        raise FrameError(f"image {width}x{height}{source} has more than max_image_pixels={max_pixels} pixels")
+        raise FrameError(f"image {width}x{height}{source} has more than max_image_pixels={max_pixels} pixels",
+                         "too_large")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -228,7 +244,7 @@ def encode_raw(rgb: np.ndarray, encoding: str) -> bytes:
     elif key in conversions:
         out = rgb if conversions[key] is None else cv2.cvtColor(rgb, conversions[key])
     else:
-        raise FrameError(f"cannot encode to {encoding}")
+        raise FrameError(f"cannot encode to {encoding}", "encoding")
     if key.endswith("16"):
         out = (out.astype(np.uint16) * 257).astype("<u2")
     return np.ascontiguousarray(out).tobytes()

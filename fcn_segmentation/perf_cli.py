@@ -26,7 +26,7 @@ def _sample_image() -> Path:
 
 def cmd_quantize(args) -> int:
     from .backends.base import _onnx_for
-    from .data import split_pairs
+    from .data import calibration_images
     from .model.model_file import load_model_file
     from .quantize import quantize_onnx
 
@@ -34,8 +34,7 @@ def cmd_quantize(args) -> int:
     if args.input_size:  # an INT8 graph runs at one input size: the node's network_image_width/height
         info.input_height, info.input_width = args.input_size
     fp32 = _onnx_for(args.model, None, model, info)
-    pairs = split_pairs(args.calibration_data, args.calibration_split, require_labels=False)
-    images = [image for image, _ in pairs][:: max(1, len(pairs) // args.num_images)][: args.num_images]
+    images = calibration_images(args.calibration_data, args.num_images, args.calibration_split)
     out = quantize_onnx(fp32, args.out, images)
     print(f"wrote {out} (QDQ INT8 at {info.input_width}x{info.input_height}, calibrated on {len(images)} "
           f"{args.calibration_split} images); score it with `fcnseg evaluate --onnx {out}`, run it with the node's "
@@ -44,27 +43,24 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_build_engine(args) -> int:
-    from tqdm import tqdm
-
     from .backends.base import _onnx_for
-    from .backends.tensorrt_backend import TensorRTBackend
-    from .data import DatasetError, read_rgb, split_pairs
+    from .backends.tensorrt_backend import TensorRTBackend, calibration_batches
+    from .data import DatasetError
+    from .export import onnx_is_quantized
     from .model.model_file import load_model_file
-    from .preprocess import Preprocessor
 
     model, info = load_model_file(args.model)
     if args.input_size:  # the node's network_image_width/height: the engine is built for one input shape
         info.input_height, info.input_width = args.input_size
-    if args.precision == "int8" and not args.calibration_data:
-        raise DatasetError("--precision int8 needs --calibration-data DIR (a CamVid-layout folder; its train/ "
-                           "images calibrate the activation ranges)")
     onnx_path = _onnx_for(args.model, args.onnx, model, info)
+    # A QDQ ONNX (fcnseg quantize) carries its own scales: TensorRT needs no calibration for it.
+    if args.precision == "int8" and not args.calibration_data and not onnx_is_quantized(onnx_path):
+        raise DatasetError("--precision int8 needs --calibration-data DIR (a CamVid-layout folder, whose train/ "
+                           "images calibrate the activation ranges, or a folder of images), or --onnx M.int8.onnx "
+                           "from `fcnseg quantize`")
     calibration = None
-    if args.precision == "int8":
-        preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
-        pairs = split_pairs(args.calibration_data, "train", require_labels=False)[: args.num_images]
-        calibration = [preprocess(read_rgb(image)).copy()
-                       for image, _ in tqdm(pairs, desc="calibration images", unit="img")]
+    if args.calibration_data:
+        calibration = calibration_batches(args.calibration_data, info, args.num_images)
     backend = TensorRTBackend(model, info, onnx_path, engine_cache_dir=args.engine_cache_dir,
                               precision=args.precision, force_engine_update=args.force,
                               calibration_images=calibration)
@@ -81,7 +77,8 @@ def cmd_bench(args) -> int:
     rgb = read_rgb(image)
     if not args.no_dds:  # first, so a backend the machine lacks is an error before minutes of timing
         bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size)
-        pipeline = BarePipeline(bare, rgb, ros_message_builder())
+        # The node publishes the class mask before it draws anything: the baseline stops there too.
+        pipeline = BarePipeline(bare, rgb, ros_message_builder(), colors=False)
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
                        threads=args.threads, input_size=args.input_size, operators=args.operators)
     if not args.no_dds:

@@ -142,9 +142,10 @@ def train(args) -> Path:
         info.metrics = {"val_miou_final_epoch": history[-1]["val_miou"]}
     if args.deploy_input_size:  # e.g. trained at 480x352 scale, run at 320x224 for speed
         info.input_height, info.input_width = args.deploy_input_size
-    save_model_file(args.out, model.cpu().to(memory_format=torch.contiguous_format), info)
-    logger.info("wrote %s", args.out)
-    return Path(args.out)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "model.pt"
+    save_model_file(out, model.cpu().to(memory_format=torch.contiguous_format), info)
+    logger.info("wrote %s", out)
+    return out
 
 
 def rng_states(rng: random.Random, dataset_rng: random.Random, device: torch.device) -> dict:
@@ -201,7 +202,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .model.fcn import VARIANTS
 
     parser.add_argument("--data", required=True, help="dataset root in the CamVid layout")
-    parser.add_argument("--out", default="models/fcn8s_effnetlite0_camvid.pt", help="model file to write")
+    parser.add_argument("--out", help="model file to write (default: <run-dir>/model.pt; the bundled model is "
+                        "replaced only when named here)")
     parser.add_argument("--run-dir", default="runs/train", help="checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
     parser.add_argument("--init-from", metavar="MODEL.pt",

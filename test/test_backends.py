@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fcn_segmentation.backends import BackendError, BackendUnavailable, create_backend
-from fcn_segmentation.backends.tensorrt_backend import ENGINE_MAGIC, engine_cache_key, read_engine, write_engine
+from fcn_segmentation.backends.tensorrt_backend import (ENGINE_MAGIC, engine_cache_key, engine_cache_problem,
+                                                        engine_file_name, read_engine, write_engine)
 from fcn_segmentation.backends.torch_backend import TorchBackend
 
 
@@ -116,6 +117,64 @@ def test_engine_cache_reads_back_only_a_whole_matching_engine(tmp_path):
     path.write_bytes(b"\x00garbage")
     assert read_engine(path, "abc123") is None, "foreign file: rebuild"
     assert read_engine(tmp_path / "missing.engine", "abc123") is None
+
+
+def test_the_log_says_why_an_engine_is_rebuilt(tmp_path):
+    path = tmp_path / "m.fp16.engine"
+    assert engine_cache_problem(path, "abc123") == f"no cached engine {path}"
+    write_engine(path, "abc123", b"serialized engine")
+    assert "was built for another ONNX, TensorRT version, GPU, precision or input shape (key abc123, now def456)" \
+        in engine_cache_problem(path, "def456")
+    path.write_bytes(ENGINE_MAGIC + b"abc123\n")
+    assert engine_cache_problem(path, "abc123").endswith("is truncated (no engine after its header)")
+    path.write_bytes(b"\x00garbage")
+    assert engine_cache_problem(path, "abc123").endswith("is not an fcn_segmentation engine file")
+
+
+def test_engine_files_of_two_gpus_or_sizes_do_not_overwrite_each_other():
+    h100 = engine_file_name("/c/model.onnx", "fp16", "NVIDIA H100 80GB HBM3", (1, 3, 224, 320))
+    assert h100 == "model.fp16.320x224.nvidia-h100-80gb-hbm3.engine"
+    assert len({h100, engine_file_name("/c/model.onnx", "fp16", "NVIDIA L4", (1, 3, 224, 320)),
+                engine_file_name("/c/model.onnx", "fp16", "NVIDIA H100 80GB HBM3", (1, 3, 352, 480)),
+                engine_file_name("/c/model.onnx", "int8", "NVIDIA H100 80GB HBM3", (1, 3, 224, 320))}) == 4
+
+
+def test_calibration_images_are_spread_over_the_split_and_read_lazily(tmp_path, tiny_model_file):
+    import cv2
+
+    from fcn_segmentation.backends.tensorrt_backend import calibration_batches
+    from fcn_segmentation.data import calibration_images
+    from fcn_segmentation.model.model_file import load_model_file
+
+    (tmp_path / "train").mkdir()
+    for index in range(10):  # video order: seq A frames 0-4, seq B frames 0-4
+        cv2.imwrite(str(tmp_path / "train" / f"seq{'AB'[index // 5]}_{index % 5:03d}.png"),
+                    np.full((24, 32, 3), index * 20, np.uint8))
+    picked = [p.name for p in calibration_images(tmp_path, 4)]
+    assert picked == ["seqA_000.png", "seqA_002.png", "seqB_000.png", "seqB_002.png"]
+    assert len(calibration_images(tmp_path / "train", 50)) == 10  # a plain folder of images works too
+    _, info = load_model_file(tiny_model_file)
+    make_batches = calibration_batches(tmp_path, info, 3)
+    (tmp_path / "train" / "seqA_000.png").unlink()  # nothing was read yet: only a build reads them
+    batches = list(make_batches())
+    assert len(batches) == 3 and batches[0].shape == (1, 3, info.input_height, info.input_width)
+
+
+def test_a_quantized_onnx_is_recognised_as_int8(tmp_path):
+    import onnx
+    from onnx import helper
+
+    from fcn_segmentation.export import onnx_is_quantized
+
+    def graph_with(op_types):
+        nodes = [helper.make_node(op, ["x", "s", "z"] if "Linear" in op else ["x"], ["x"]) for op in op_types]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])])
+        path = tmp_path / f"{'_'.join(op_types)}.onnx"
+        onnx.save(helper.make_model(graph), str(path))
+        return path
+    assert onnx_is_quantized(graph_with(["QuantizeLinear", "DequantizeLinear", "Relu"]))
+    assert not onnx_is_quantized(graph_with(["Relu", "Conv"]))
 
 
 def test_a_given_onnx_file_must_fit_the_model_files_classes_and_input_size(tiny_model_file, tmp_path):

@@ -45,7 +45,7 @@ def test_make_bag_holds_the_frames_labels_and_camera_info_at_the_given_rate(
     info = infos[0].msg
     assert (info.width, info.height, info.distortion_model, info.header.frame_id) == (
         480, 360, "plumb_bob", "camera_optical_frame")
-    np.testing.assert_allclose(info.k, [480, 0, 240, 0, 500, 170, 0, 0, 1])
+    np.testing.assert_allclose(info.k, [480, 0, 239.5, 0, 500, 170, 0, 0, 1])  # cx: the centre, (480 - 1) / 2
     np.testing.assert_allclose(info.d, 0)
 
 
@@ -65,6 +65,46 @@ def _foreign_bag(path, topics):
                 else:
                     types = bag.typestore.types
                     bag.write(topic, types["std_msgs/msg/String"](data="hello"), stamp)
+
+
+def test_a_humble_sqlite3_bag_written_without_this_package_is_read(tmp_path):
+    """Written with rosbags' own Writer and ROS 2 Humble's message definitions, as `ros2 bag record`
+    on a Humble car would: a rosbag2 folder with metadata.yaml, bgr8 frames and their JPEG twins."""
+    import cv2
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types = store.types
+    ramp = np.linspace(0, 1, 32)[None, :, None] * np.linspace(0.2, 1, 24)[:, None, None]  # smooth: JPEG keeps it
+    frames = [(ramp * np.array([250, 120, 30 + 100 * index])).astype(np.uint8) for index in range(2)]
+    path = tmp_path / "humble_drive"
+    with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        raw = writer.add_connection("/front/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        jpeg = writer.add_connection("/front/image_raw/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
+        for index, rgb in enumerate(frames):
+            stamp = types["builtin_interfaces/msg/Time"](sec=1_700_000_000 + index, nanosec=5)
+            header = types["std_msgs/msg/Header"](stamp=stamp, frame_id="front_optical")
+            bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+            image = types["sensor_msgs/msg/Image"](header=header, height=24, width=32, encoding="bgr8",
+                                                   is_bigendian=0, step=96, data=bgr.ravel())
+            compressed = types["sensor_msgs/msg/CompressedImage"](
+                header=header, format="bgr8; jpeg compressed bgr8",
+                data=np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8))
+            bag_time = (1_700_000_000 + index) * 1_000_000_000
+            writer.write(raw, bag_time, store.serialize_cdr(image, "sensor_msgs/msg/Image"))
+            writer.write(jpeg, bag_time, store.serialize_cdr(compressed, "sensor_msgs/msg/CompressedImage"))
+    assert (path / "metadata.yaml").is_file()
+    with BagReader(path) as bag:
+        choice = bag.choose_topics()
+        assert (choice.image, choice.labels, choice.camera_info) == ("/front/image_raw", None, None)
+        images = [m for m in bag.messages(choice) if m.kind == "image"]
+        assert [stamp_ns(m.msg) for m in images] == [1_700_000_000_000_000_005, 1_700_000_001_000_000_005]
+        for message, rgb in zip(images, frames):
+            np.testing.assert_array_equal(message_to_rgb(message), rgb)
+        compressed = bag.choose_topics("/front/image_raw/compressed")
+        first = next(bag.messages(compressed, kinds=("image",)))
+        assert np.abs(message_to_rgb(first).astype(int) - frames[0]).mean() < 8  # JPEG is lossy
 
 
 def test_the_camera_topic_is_found_among_others_and_its_compressed_twin(tmp_path):

@@ -18,6 +18,8 @@ def test_bench_reports_every_stage_for_cpu_backends(bundled_model, sample_dir):
     assert "onnxruntime_vs_torch_cpu_speedup" in report
     text = format_report(report)
     assert "| onnxruntime-cpu |" in text and "not measured: tensorrt" in text
+    cpu = report["backends"]["onnxruntime-cpu"]
+    assert cpu["percent_of_cpu_peak"] == pytest.approx(100 * cpu["achieved_gflops"] / report["matmul_peak_gflops"])
 
 
 def test_operator_profile_names_where_onnx_runtime_spends_the_time(bundled_model, sample_dir):
@@ -48,6 +50,12 @@ def test_bare_pipeline_times_each_stage_of_one_frame(bundled_model, sample_dir):
     assert list(stages) == list(STAGES) and all(ms >= 0 for ms in stages.values())
     assert stages["inference"] > 0
     assert built == [((360, 480), (360, 480, 3))], "messages are built at the frame's size"
+    # the node's work up to its class mask: no colours drawn
+    to_class_mask = BarePipeline(backend, read_rgb(sorted((sample_dir / "val").glob("*.png"))[0]),
+                                 message_builder=lambda classes, colors: built.append((classes.shape, colors)),
+                                 colors=False)
+    to_class_mask.run_once()
+    assert built[1] == ((360, 480), None)
 
 
 def test_flop_count_of_fcn8s_matches_the_backbone_scale(bundled_model):
@@ -96,10 +104,13 @@ def test_soak_overload_counts_every_frame_and_reports_memory(bundled_model, samp
     assert result["node_exit_code"] == 0
     # every frame sent is accounted for: taken by the node, or missed on the way (best-effort, keep-last 1)
     assert diag["received"] + diag["missed"] >= 120 and diag["processed"] + diag["dropped"] == diag["received"]
-    assert diag["dropped"] > 0, "60 Hz is faster than inference on a CPU: the newest-frame policy drops"
     assert 0 < result["masks_received"] <= diag["processed"]
     assert result["answered_fraction"] == pytest.approx(result["masks_received"] / 120)
-    assert result["answered_fraction"] < 1
+    if float(result["node_diagnostics"]["latency_p50_ms"]) > 1.2 * 1000 / 60:  # a CPU: 60 Hz overloads it
+        assert diag["dropped"] > 0, "frames come faster than inference: the newest-frame policy drops"
+        assert result["answered_fraction"] < 1
+    else:  # a GPU keeps up
+        assert result["answered_fraction"] > 0.9
     assert result["rss_mb"]["end"] > 100 and len(result["memory_curve"]) >= 3
     assert len(result["latency_curve"]) == result["masks_received"]
     assert all(0 <= sent <= result["duration_s"] and latency > 0 for sent, latency in result["latency_curve"])

@@ -24,18 +24,20 @@ def test_evaluate_writes_json_and_plot_on_a_camvid_layout_folder(sample_dir, bun
     assert "mIoU" in capsys.readouterr().out
 
 
-def test_evaluate_handles_other_image_sizes(sample_dir, bundled_model, tmp_path):
+def test_evaluate_handles_other_and_mixed_image_sizes(sample_dir, bundled_model, tmp_path, capsys):
     root = tmp_path / "small"
     for folder in ("val", "valannot"):
         (root / folder).mkdir(parents=True)
-    for path in sorted((sample_dir / "val").glob("*.png"))[:2]:
-        cv2.imwrite(str(root / "val" / path.name), cv2.resize(cv2.imread(str(path)), (250, 170)))
+    for path, size in zip(sorted((sample_dir / "val").glob("*.png"))[:3], ((250, 170), (250, 170), (640, 352))):
+        cv2.imwrite(str(root / "val" / path.name), cv2.resize(cv2.imread(str(path)), size))
         label = cv2.imread(str(sample_dir / "valannot" / path.name), cv2.IMREAD_UNCHANGED)
-        cv2.imwrite(str(root / "valannot" / path.name), cv2.resize(label, (250, 170), interpolation=cv2.INTER_NEAREST))
+        cv2.imwrite(str(root / "valannot" / path.name), cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
     out = tmp_path / "small.json"
     assert main(["evaluate", "--data", str(root), "--model", str(bundled_model), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["image_size"] == [250, 170] and report["miou"] > 0.3
+    assert report["image_sizes"] == {"250x170": 2, "640x352": 1}
+    assert "(2 at 250x170 / 1 at 640x352)" in capsys.readouterr().out
 
 
 def test_predict_writes_masks_colours_and_overlays(sample_dir, bundled_model, tmp_path):

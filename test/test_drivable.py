@@ -187,7 +187,12 @@ def test_class_names_are_checked():
 
 def test_intrinsics_follow_a_resized_image():
     scaled = scaled_intrinsics(K, (360, 480), (720, 960))
-    np.testing.assert_allclose(scaled, [[1000, 0, 480], [0, 1000, 360], [0, 0, 1]])
+    # pixel centres on integers: pixel 0 of the small image covers pixels 0 and 1 of the large one,
+    # so its centre (0) is at 0.5 there
+    np.testing.assert_allclose(scaled, [[1000, 0, 480.5], [0, 1000, 360.5], [0, 0, 1]])
+    np.testing.assert_allclose(scaled_intrinsics(scaled, (720, 960), (360, 480)), K)
+    centre = np.array([[500.0, 0, 479.5], [0, 500.0, 359.5], [0, 0, 1]])  # the centre of a 960x720 image
+    np.testing.assert_allclose(scaled_intrinsics(centre, (720, 960), (360, 480))[:2, 2], [239.5, 179.5])
 
 
 def test_grid_picture_puts_forward_up_and_left_left():

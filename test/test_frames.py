@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fcn_segmentation import frames
-from fcn_segmentation.frames import (DEFAULT_MAX_PIXELS, FrameError, bytes_per_pixel, compressed_image_size,
-                                     decode_compressed, decode_raw, encode_raw)
+from fcn_segmentation.frames import (DEFAULT_MAX_PIXELS, FRAME_ERROR_KINDS, FrameError, bytes_per_pixel,
+                                     compressed_image_size, decode_compressed, decode_raw, encode_raw)
 
 
 @pytest.fixture
@@ -163,8 +163,9 @@ def test_bayer16_big_endian_matches_bayer8():
 def test_inconsistent_frames_name_the_problem(kwargs, message):
     args = dict(encoding="rgb8", height=6, width=8, step=24, data=bytes(6 * 24))
     args.update(kwargs)
-    with pytest.raises(FrameError, match=re.escape(message)):
+    with pytest.raises(FrameError, match=re.escape(message)) as error:
         decode_raw(**args)
+    assert error.value.kind in FRAME_ERROR_KINDS
 
 
 # --- compressed ---
@@ -198,6 +199,30 @@ def count_imdecode(monkeypatch):
         return real_imdecode(*args)
     monkeypatch.setattr(frames.cv2, "imdecode", counting_imdecode)
     return calls
+
+
+def test_data_that_is_neither_png_nor_jpeg_is_refused_without_decoding(count_imdecode):
+    # OpenCV would decode a BMP (or TIFF, WebP) whole before its size could be checked.
+    bmp = encoded(".bmp", 3000, 3000)
+    with pytest.raises(FrameError, match=re.escape("neither a PNG nor a JPEG signature")) as error:
+        decode_compressed("png", bmp)
+    assert error.value.kind == "not_png_or_jpeg"
+    assert not count_imdecode
+
+
+def test_kinds_tell_different_problems_apart():
+    kinds = set()
+    for args in (dict(encoding="32FC1"), dict(width=0), dict(step=10), dict(data=bytes(5)), dict(is_bigendian=2),
+                 dict(max_pixels=10)):
+        full = {**dict(encoding="rgb8", height=6, width=8, step=24, data=bytes(6 * 24)), **args}
+        with pytest.raises(FrameError) as error:
+            decode_raw(**full)
+        kinds.add(error.value.kind)
+    for fmt, data in (("tiff", b"abc"), ("png", b"\x89PNG\r\n\x1a\n"), ("jpeg", b"\xff\xd8"), ("png", b"BM")):
+        with pytest.raises(FrameError) as error:
+            decode_compressed(fmt, data)
+        kinds.add(error.value.kind)
+    assert kinds == set(FRAME_ERROR_KINDS)
 
 
 def test_header_sizes_are_read_without_decoding():

@@ -30,9 +30,22 @@ def test_corrupt_file_is_reported(tmp_path, tiny_model_file):
         load_model_file(corrupt)
 
 
-def test_wrong_class_count_is_reported(tiny_model_file):
-    with pytest.raises(ModelFileError, match="has 11 classes, expected 19"):
-        load_model_file(tiny_model_file, expected_classes=19)
+def model_file_with_an_extra_class(tiny_model_file, path):
+    """Metadata for 12 classes over weights that score 11: a class list edited by hand."""
+    blob = torch.load(tiny_model_file, weights_only=True)
+    info = json.loads(blob["info"])
+    info["class_names"].append("Animal")
+    info["palette"].append([10, 200, 10])
+    blob["info"] = json.dumps(info)
+    torch.save(blob, path)
+    return path
+
+
+def test_weights_for_another_number_of_classes_are_reported(tiny_model_file, tmp_path):
+    path = model_file_with_an_extra_class(tiny_model_file, tmp_path / "twelve.pt")
+    with pytest.raises(ModelFileError, match=r"do not fit the fcn8s/efficientnet_lite0 model with 12 classes its "
+                                             r"metadata describes: score_fr\.weight has shape \(11, "):
+        load_model_file(path)
 
 
 def test_onnx_export_matches_torch_and_carries_metadata(tiny_model_file, tmp_path):

@@ -83,43 +83,63 @@ def test_round_trip_masks_match_header_size_and_ground_truth(node_process, clien
     spin_until(executor, lambda: int(node.last_diagnostic_values().get("processed", 0)) >= 3, 10)
     values = node.last_diagnostic_values()
     assert values["input_size"] == "320x224"
-    assert "onnxruntime" in values["backend"]
+    # backend auto: ONNX Runtime on a CPU-only machine, a CUDA backend where there is a GPU
+    import onnxruntime
+    import torch
+    gpu = torch.cuda.is_available() or "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    assert "(cuda" in values["backend"] if gpu else values["backend"] == "onnxruntime (cpu)", values["backend"]
     assert int(values["processed"]) >= 3
 
 
-def _bad_frames():
-    good = np.zeros((8, 8, 3), np.uint8)
-    bad = []
-    # unknown encoding, zero width, zero height, step < width x 3, data shorter / longer than
-    # step x height, odd width for 4:2:2, huge dimensions, a byte-order flag that is neither 0 nor 1
-    for encoding, width, height, step, size, bigendian in (
-            ("32FC1", 8, 8, 32, 256, 0), ("rgb8", 0, 8, 24, 0, 0), ("rgb8", 8, 0, 24, 0, 0),
-            ("rgb8", 8, 8, 10, 80, 0), ("rgb8", 8, 8, 24, 100, 0), ("rgb8", 8, 8, 24, 300, 0),
-            ("yuv422", 7, 8, 14, 112, 0), ("rgb8", 100_000, 100_000, 300_000, 192, 0), ("mono16", 8, 8, 16, 128, 2)):
-        msg = image_msg(good, "rgb8", time.time_ns(), "bad")
-        msg.encoding, msg.width, msg.height, msg.step, msg.data = encoding, width, height, step, bytes(size)
-        msg.is_bigendian = bigendian
-        bad.append(msg)
-    return bad
+# Every way the fields of an Image can be wrong, and what the node's warning must say about it:
+# (encoding, width, height, step, data bytes, is_bigendian, expected text).
+BAD_IMAGES = (
+    ("32FC1", 8, 8, 32, 256, 0, "unsupported encoding '32FC1': signed or float samples"),
+    ("weird42", 8, 8, 24, 192, 0, "unsupported encoding 'weird42' (supported:"),
+    ("rgb8", 0, 8, 24, 0, 0, "image size is 0x8; both sides must be positive"),
+    ("rgb8", 8, 0, 24, 0, 0, "image size is 8x0; both sides must be positive"),
+    ("rgb8", 8, 8, 10, 80, 0, "step 10 is smaller than width x bytes per pixel = 8 x 3 = 24"),
+    ("rgb8", 8, 8, 24, 100, 0, "data has 100 bytes but step x height = 24 x 8 = 192"),
+    ("rgb8", 8, 8, 24, 300, 0, "data has 300 bytes but step x height = 24 x 8 = 192"),
+    ("yuv422", 7, 8, 14, 112, 0, "yuv422 needs an even width, got 7"),
+    ("rgb8", 100_000, 100_000, 300_000, 192, 0, "image 100000x100000 has more than max_image_pixels"),
+    ("mono16", 8, 8, 16, 128, 2, "is_bigendian is 2; it must be 0 or 1"),
+)
 
 
-def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_processed(node_process, client, sample_dir):
+def _bad_image(encoding, width, height, step, size, bigendian):
+    msg = image_msg(np.zeros((8, 8, 3), np.uint8), "rgb8", time.time_ns(), "bad")
+    msg.encoding, msg.width, msg.height, msg.step, msg.data = encoding, width, height, step, bytes(size)
+    msg.is_bigendian = bigendian
+    return msg
+
+
+def _reject_then_answer(node, executor, log, bad_msg, expected, good_msg, topic):
+    """Send ``bad_msg`` until the node's log names ``expected``, then ``good_msg`` until its mask
+    comes back: the node rejected the one and goes on with the next."""
+    def named():
+        node.publish(bad_msg)  # re-sent: a best-effort subscription may miss a message
+        return expected in log.read_text()
+    assert spin_until(executor, named, 20, step=0.3), f"no warning naming {expected!r}:\n{log.read_text()[-2000:]}"
+    assert f"rejected frame from {topic}: " in log.read_text()
+    assert publish_until_answered(executor, node, good_msg), f"no mask for the good frame after {expected!r}"
+
+
+def test_each_bad_frame_is_rejected_named_and_the_next_good_frame_is_processed(node_process, client, sample_dir):
     process, log = node_process
     node, executor = client
     _connect(node, executor, process, log)
-    warm_up = image_msg(read_rgb(split_pairs(sample_dir, "val")[0][0]), "rgb8", time.time_ns(), "warm_up")
-    assert publish_until_answered(executor, node, warm_up)  # the subscription has matched us
+    rgb = read_rgb(split_pairs(sample_dir, "val")[0][0])
+    assert publish_until_answered(executor, node, image_msg(rgb, "rgb8", time.time_ns(), "warm_up"))
     spin_until(executor, lambda: bool(node.last_diagnostic_values()), 5)
     before = int(node.last_diagnostic_values().get("rejected", 0))
-    for msg in _bad_frames():
-        node.publish(msg)
-        spin_until(executor, lambda: False, 0.3)  # one at a time: newest-frame processing may drop a burst
-    good = image_msg(read_rgb(split_pairs(sample_dir, "val")[0][0]), "rgb8", time.time_ns(), "good")
-    assert publish_until_answered(executor, node, good)
-    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before + 9, 10)
+    for index, (*fields, expected) in enumerate(BAD_IMAGES):
+        good = image_msg(rgb, "rgb8", time.time_ns(), f"good_after_{index}")
+        _reject_then_answer(node, executor, log, _bad_image(*fields), expected, good, TOPIC)
+        assert node.received[stamp_key(good.header)].outputs["class_mask"].header.frame_id == f"good_after_{index}"
+    assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= before
+                      + len(BAD_IMAGES), 10)
     assert process.poll() is None
-    text = log.read_text()
-    assert "unsupported encoding '32FC1'" in text and "rejected frame" in text
     levels = [status.level for array in node.diagnostics for status in array.status]
     assert DiagnosticStatus.WARN in levels, "rejected frames make the next diagnostics a warning"
     # ... for one period: with no bad frames since, the node is OK again.
@@ -128,11 +148,33 @@ def test_bad_frames_are_rejected_counted_and_the_next_good_frame_is_processed(no
                                             for status in array.status), 5)
 
 
+def _png(rgb):
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _bad_compressed_images(rgb):
+    """(format, data, expected text) for the ways a CompressedImage can be wrong, one of each kind of
+    problem (test_frames.py has every variant of each)."""
+    png = _png(rgb)
+    huge_png = png[:16] + (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big") + png[24:]
+    corrupt_png = png[:60] + bytes(64) + png[124:]
+    bmp = cv2.imencode(".bmp", rgb)[1].tobytes()
+    return (
+        ("jpeg", b"\xff\xd8\xff\xe0 not really a jpeg", "JPEG data ends before its frame header (SOF)"),
+        ("png", corrupt_png, f"compressed image ({len(corrupt_png)} bytes, format 'png') could not be decoded"),
+        ("png", huge_png, "image 100000x100000 (from its header, not decoded) has more than max_image_pixels"),
+        ("png", bmp, "which is neither a PNG nor a JPEG signature"),
+        ("16UC1; compressedDepth png", png, "is a depth image (compressedDepth), not a camera picture"),
+        ("jpeg", b"", "compressed image has no data"),
+    )
+
+
 def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_dir, tmp_path):
     log = tmp_path / "node.log"
     topic = "/zipped/image_raw"
     process = start_node({"model_path": str(bundled_model), "input_transport": "compressed", "backend": "torch",
-                          "network_image_width": 480, "network_image_height": 352},
+                          "network_image_width": 480, "network_image_height": 352, "log_throttle_period": 60.0,
+                          "diagnostics_period": 0.5},
                          remaps={"image/compressed": topic + "/compressed", "__ns": "/zipped"}, log_path=str(log))
     rclpy.init()
     node = SegmentationClient(topic + "/compressed", "/zipped/segmentation", ("class_mask",), compressed=True,
@@ -141,14 +183,6 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
     executor.add_node(node)
     try:
         _connect(node, executor, process, log)
-        corrupt = CompressedImage()
-        corrupt.header.frame_id, corrupt.format = "zipped_cam", "jpeg"
-        corrupt.data = b"\xff\xd8\xff\xe0 not really a jpeg"
-
-        def corrupt_frame_named():
-            node.publish(corrupt)  # re-sent: a best-effort subscription may miss a first message
-            return "could not be decoded" in log.read_text()
-        assert spin_until(executor, corrupt_frame_named, 20, step=0.3), log.read_text()[-2000:]
         rgb = read_rgb(split_pairs(sample_dir, "val")[1][0])
         msg = CompressedImage()
         msg.header.stamp.sec, msg.header.frame_id = 42, "zipped_cam"
@@ -159,7 +193,18 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
         assert (out.width, out.height, out.header.frame_id) == (480, 360, "zipped_cam")
         assert "backend torch (cpu)" in log.read_text()
         assert "network input 480x352" in log.read_text()
-        assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= 1, 5)
+        # Each bad kind, then a good frame. The node throttles its warnings per kind of problem (60 s
+        # here), so every one of them is still named although they come seconds apart.
+        bad_kinds = _bad_compressed_images(rgb)
+        for index, (fmt, data, expected) in enumerate(bad_kinds):
+            bad = CompressedImage()
+            bad.header.frame_id, bad.format, bad.data = "zipped_cam", fmt, data
+            good = CompressedImage()
+            good.header.stamp.sec, good.header.frame_id, good.format = 100 + index, "zipped_cam", "png"
+            good.data = _png(rgb)
+            _reject_then_answer(node, executor, log, bad, expected, good, topic + "/compressed")
+        assert spin_until(executor, lambda: int(node.last_diagnostic_values().get("rejected", 0)) >= len(bad_kinds),
+                          5)
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -192,6 +237,21 @@ def test_startup_errors_exit_non_zero_with_a_fix_it_message(dds_env, params, mes
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_or_mismatched_model_file_is_a_startup_error(dds_env, tiny_model_file, tmp_path):
+    from fcn_segmentation.ros.client import node_command
+    from test_model_file import model_file_with_an_extra_class
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(tiny_model_file.read_bytes()[:1000])
+    twelve = model_file_with_an_extra_class(tiny_model_file, tmp_path / "twelve.pt")
+    for path, message in ((corrupt, f"model file {corrupt} is not a readable fcn_segmentation model"),
+                          (twelve, "model with 12 classes its metadata describes: score_fr.weight has shape (11,")):
+        result = subprocess.run(node_command({"model_path": str(path)}), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "startup error: " in result.stderr and message in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("gap_s", [0.001, 0.02])

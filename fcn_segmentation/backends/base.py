@@ -46,13 +46,16 @@ class Backend:
 
 def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                    engine_cache_dir=None, precision: str = "fp32", force_engine_update: bool = False,
-                   input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0) -> Tuple[Backend, List[str]]:
+                   input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0,
+                   calibration_data=None) -> Tuple[Backend, List[str]]:
     """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
     ``precision`` is for the GPU: TensorRT builds its engine in fp32, fp16 or int8, torch on CUDA
     runs fp16 when asked; the other backends run FP32 (``describe()`` says which). INT8 on a CPU is
-    an INT8 ONNX model given as ``onnx_path``. ``cpu_threads`` caps ONNX Runtime's and torch's CPU
+    an INT8 ONNX model given as ``onnx_path``; TensorRT runs such a QDQ graph in INT8 as it is, and
+    calibrates a float one on ``calibration_data`` (a folder of images, or a CamVid-layout dataset's
+    train/), read only when an engine is really built. ``cpu_threads`` caps ONNX Runtime's and torch's CPU
     threads (0 = their default, one per core).
 
     ``onnx_path`` is run by tensorrt or onnxruntime; "auto" then does not fall back to torch, which
@@ -102,10 +105,11 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
             continue
         try:
             if backend_name == "tensorrt":
-                from .tensorrt_backend import TensorRTBackend
+                from .tensorrt_backend import TensorRTBackend, calibration_batches
+                calibration = calibration_batches(calibration_data, info) if calibration_data else None
                 backend = TensorRTBackend(model, info, onnx_path or model_onnx(),
                                           engine_cache_dir=engine_cache_dir, precision=precision,
-                                          force_engine_update=force_engine_update)
+                                          force_engine_update=force_engine_update, calibration_images=calibration)
             elif backend_name == "onnxruntime":
                 from .onnxruntime_backend import OnnxRuntimeBackend
                 graph = onnx_path or model_onnx()

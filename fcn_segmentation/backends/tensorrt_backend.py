@@ -5,8 +5,9 @@ pre-allocated device buffers (torch tensors serve as the CUDA allocator and stre
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -44,12 +45,53 @@ def read_engine(path: Path, key: str) -> Optional[bytes]:
     return blob[len(header):]
 
 
+def engine_cache_problem(path: Path, key: str) -> str:
+    """Why ``read_engine`` found no usable engine: for the log line that announces a rebuild."""
+    if not path.is_file():
+        return f"no cached engine {path}"
+    with open(path, "rb") as stream:
+        head = stream.read(len(ENGINE_MAGIC) + 64)
+    if not head.startswith(ENGINE_MAGIC):
+        return f"{path} is not an fcn_segmentation engine file"
+    cached_key = head[len(ENGINE_MAGIC):].split(b"\n", 1)[0].decode(errors="replace")
+    if cached_key != key:
+        return (f"{path} was built for another ONNX, TensorRT version, GPU, precision or input shape "
+                f"(key {cached_key}, now {key})")
+    return f"{path} is truncated (no engine after its header)"
+
+
+def engine_file_name(onnx_path, precision: str, gpu_name: str, input_shape) -> str:
+    """One file per ONNX, precision, input size and GPU model: nodes on two kinds of GPU that share
+    a cache folder keep an engine each instead of rebuilding over each other's."""
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
+    height, width = input_shape[-2:]
+    return f"{Path(onnx_path).stem}.{precision}.{width}x{height}.{gpu}.engine"
+
+
+def calibration_batches(data_dir, info, count: int = 64):
+    """A function giving preprocessed (1, 3, H, W) batches of ``count`` images spread over the
+    folder (CamVid layout: its train/ split); called only when an INT8 engine is really built."""
+    def batches():
+        from tqdm import tqdm
+
+        from ..data import calibration_images, read_rgb
+        from ..preprocess import Preprocessor
+
+        preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+        for image in tqdm(calibration_images(data_dir, count), desc="INT8 calibration", unit="img"):
+            yield preprocess(read_rgb(image)).copy()
+    return batches
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
     device = "cuda"
 
     def __init__(self, model, info, onnx_path, engine_cache_dir=None, precision: str = "fp32",
-                 force_engine_update: bool = False, calibration_images=None):
+                 force_engine_update: bool = False,
+                 calibration_images: Union[None, Iterable[np.ndarray], Callable[[], Iterable[np.ndarray]]] = None):
+        """``calibration_images``: preprocessed batches, or a function giving them (see
+        ``calibration_batches``), for an INT8 build from a float ONNX; a QDQ ONNX needs none."""
         super().__init__(info)
         try:
             import tensorrt as trt
@@ -69,15 +111,21 @@ class TensorRTBackend(Backend):
         gpu_name = torch.cuda.get_device_name(0)
         key = engine_cache_key(onnx_path, trt.__version__, gpu_name, precision, input_shape)
         cache_dir = Path(engine_cache_dir or Path.home() / ".cache" / "fcn_segmentation")
-        self.engine_path = cache_dir / f"{Path(onnx_path).stem}.{precision}.engine"
+        self.engine_path = cache_dir / engine_file_name(onnx_path, precision, gpu_name, input_shape)
         engine_bytes = None if force_engine_update else read_engine(self.engine_path, key)
         runtime = trt.Runtime(self.trt_logger)
         self.engine = runtime.deserialize_cuda_engine(engine_bytes) if engine_bytes else None
         if self.engine is None:
-            if engine_bytes:
-                logger.warning("engine cache %s is corrupt; rebuilding", self.engine_path)
-            logger.info("building TensorRT %s engine for %s on %s (takes a while once)", precision, onnx_path,
-                        gpu_name)
+            if force_engine_update:
+                why = "force_engine_update is set"
+            elif engine_bytes:
+                why = f"{self.engine_path} does not deserialise (corrupt)"
+            else:
+                why = engine_cache_problem(self.engine_path, key)
+            logger.warning("building TensorRT %s engine for %s on %s (takes a while once): %s", precision,
+                           onnx_path, gpu_name, why)
+            if callable(calibration_images):
+                calibration_images = calibration_images()
             engine_bytes = build_engine(trt, onnx_path, precision, self.trt_logger, calibration_images,
                                         input_shape)
             write_engine(self.engine_path, key, engine_bytes)
@@ -124,6 +172,12 @@ class TensorRTBackend(Backend):
         return f"tensorrt (cuda, {self.engine_path.name})"
 
 
+INT8_NEEDS_CALIBRATION = (
+    "precision int8 from a float ONNX needs calibration images: set the node parameter calibration_data "
+    "(or pass fcnseg build-engine --calibration-data DIR), or give a QDQ INT8 ONNX from `fcnseg quantize` as "
+    "onnx_path, which carries its own scales")
+
+
 def build_engine(trt, onnx_path, precision: str, trt_logger, calibration_images, input_shape) -> bytes:
     builder = trt.Builder(trt_logger)
     network = builder.create_network(0)
@@ -137,12 +191,16 @@ def build_engine(trt, onnx_path, precision: str, trt_logger, calibration_images,
     progress = make_progress_monitor(trt)
     if progress is not None:
         config.progress_monitor = progress
+    from ..export import onnx_is_quantized
+
+    quantized = onnx_is_quantized(onnx_path)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "int8":
-        if not calibration_images:
-            raise BackendError("int8 needs calibration images (fcnseg build-engine --calibration-data DIR)")
+    if quantized or precision == "int8":  # a QDQ graph is INT8 whatever precision says
         config.set_flag(trt.BuilderFlag.INT8)
+    if precision == "int8" and not quantized:  # implicit quantization: ranges from an entropy calibrator
+        if calibration_images is None:
+            raise BackendError(INT8_NEEDS_CALIBRATION)
         config.int8_calibrator = make_entropy_calibrator(trt, calibration_images, input_shape)
     try:
         serialized = builder.build_serialized_network(network, config)

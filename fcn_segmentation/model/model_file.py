@@ -87,7 +87,17 @@ def save_model_file(path, model: FCN, info: ModelInfo) -> None:
     tmp.replace(path)
 
 
-def load_model_file(path, expected_classes: Optional[int] = None) -> Tuple[FCN, ModelInfo]:
+def _first_shape_mismatch(model: FCN, state) -> Optional[str]:
+    if not isinstance(state, dict):
+        return None  # load_state_dict says what is wrong
+    for name, tensor in model.state_dict().items():
+        stored = state.get(name)
+        if hasattr(stored, "shape") and tuple(stored.shape) != tuple(tensor.shape):
+            return f"{name} has shape {tuple(stored.shape)} in the file, the model needs {tuple(tensor.shape)}"
+    return None
+
+
+def load_model_file(path) -> Tuple[FCN, ModelInfo]:
     """Load a model file into an FCN in eval mode; raise ModelFileError with a fix-it message."""
     path = Path(path)
     if not path.is_file():
@@ -112,15 +122,17 @@ def load_model_file(path, expected_classes: Optional[int] = None) -> Tuple[FCN, 
         raise ModelFileError(f"model file {path} has unreadable metadata ({exc}); {remedy}") from exc
     except ModelFileError as exc:
         raise ModelFileError(f"model file {path}: {exc}; {remedy}") from exc
-    if expected_classes is not None and info.num_classes != expected_classes:
-        raise ModelFileError(f"model file {path} has {info.num_classes} classes, expected {expected_classes}")
     try:
         model = build_model(info)
     except (TypeError, ValueError) as exc:  # an unknown variant or backbone
         raise ModelFileError(f"model file {path} describes a model this version cannot build "
                              f"(variant {info.variant!r}, backbone {info.backbone!r}): {exc}; {remedy}") from exc
+    mismatch = _first_shape_mismatch(model, blob["state_dict"])
+    if mismatch:  # e.g. class names edited, or weights of a model trained for another number of classes
+        raise ModelFileError(f"weights in {path} do not fit the {info.variant}/{info.backbone} model with "
+                             f"{info.num_classes} classes its metadata describes: {mismatch}; {remedy}")
     try:
         model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, TypeError, AttributeError) as exc:  # wrong shapes or keys, or not a state dict
+    except (RuntimeError, TypeError, AttributeError) as exc:  # wrong keys, or not a state dict
         raise ModelFileError(f"weights in {path} do not fit a {info.variant}/{info.backbone} model: {exc}") from exc
     return model.eval(), info

@@ -135,11 +135,13 @@ def image_msg(rgb: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> I
 
 
 def camera_info_msg(width: int, height: int, fx: float, frame_id: str = "camera_optical_frame") -> CameraInfo:
-    """A pinhole CameraInfo (fx = fy, principal point at the centre, zero plumb_bob distortion)."""
+    """A pinhole CameraInfo (fx = fy, principal point at the centre, zero plumb_bob distortion).
+    Pixel centres are on integer coordinates, so the centre of a W-pixel row is (W - 1) / 2."""
     info = CameraInfo()
     info.width, info.height = width, height
-    info.k = [fx, 0.0, width / 2, 0.0, fx, height / 2, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, width / 2, 0.0, 0.0, fx, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+    info.p = [fx, 0.0, cx, 0.0, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     info.distortion_model = "plumb_bob"
     info.d = [0.0] * 5
     info.header.frame_id = frame_id

@@ -82,6 +82,9 @@ PARAMETERS = {
     "inference_threads": (0, "CPU threads for ONNX Runtime / torch on the CPU; 0 = the runtime's default (one per "
                           "core); cap it to leave cores to the rest of the stack", False, _at_least(0)),
     "force_engine_update": (False, "rebuild the TensorRT engine even if a cached one matches", False, None),
+    "calibration_data": ("", "TensorRT precision int8 from a float ONNX: folder of images (or a CamVid-layout "
+                         "dataset: its train/) to calibrate a new engine; not needed for a cached engine or a QDQ "
+                         "INT8 onnx_path", False, None),
     "input_transport": ("raw", "raw subscribes image (sensor_msgs/Image); compressed subscribes "
                         "image/compressed (sensor_msgs/CompressedImage)", False, _choice("raw", "compressed")),
     "qos_reliability": ("best_effort", "reliability of the image and camera_info subscriptions", False,
@@ -172,7 +175,8 @@ class SegmentationNode(Node):
                 onnx_path=self.config["onnx_path"] or None,
                 engine_cache_dir=self.config["engine_cache_dir"] or None, precision=self.config["precision"],
                 force_engine_update=self.config["force_engine_update"], cpu_threads=self.config["inference_threads"],
-                input_size=(height, width) if width else None)
+                input_size=(height, width) if width else None,
+                calibration_data=self.config["calibration_data"] or None)
         except (ModelFileError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
         except OSError as exc:  # e.g. the ONNX or engine cache folder is not writable, or the disk is full
@@ -196,6 +200,7 @@ class SegmentationNode(Node):
         self._camera_info: Optional[CameraInfo] = None
         self._projector: Optional[GroundGridProjector] = None
         self._projector_key = None
+        self._projector_error = ""  # why the current camera_info gives no projector
         self.mount = CameraMount(height=self.config["camera_height"], pitch=self.config["camera_pitch"],
                                  roll=self.config["camera_roll"], yaw=self.config["camera_yaw"],
                                  x=self.config["camera_x"], y=self.config["camera_y"])
@@ -274,10 +279,14 @@ class SegmentationNode(Node):
             error = self._check_parameter(param.name, param.value)
             if error:
                 return SetParametersResult(successful=False, reason=error)
+        # One new dict, swapped in whole: the worker reads a frame's settings from one snapshot, so it
+        # never sees half of a change (new drivable classes with the old mask mode).
+        config = dict(self.config)
         for param in params:
             if param.name in PARAMETERS:
                 default = PARAMETERS[param.name][0]
-                self.config[param.name] = float(param.value) if isinstance(default, float) else param.value
+                config[param.name] = float(param.value) if isinstance(default, float) else param.value
+        self.config = config
         return SetParametersResult(successful=True)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -315,7 +324,9 @@ class SegmentationNode(Node):
                 self.process(msg, received)
             except FrameError as exc:
                 self.stats.count("rejected")
-                self._warn_throttled("rejected", f"rejected frame from {self.image_sub.topic_name}: {exc}")
+                # Throttled per kind of problem: a second, different problem is named at once.
+                self._warn_throttled("rejected", f"rejected frame from {self.image_sub.topic_name}: {exc}",
+                                     throttle_key=f"rejected:{exc.kind}")
             except Exception as exc:  # keep the node alive; the count and log say what happened
                 self.stats.count("failed")
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -344,7 +355,7 @@ class SegmentationNode(Node):
         if config["publish_drivable_grid"] and not want_grid:
             self._grid_state = "not published: no subscriber"
         if want_mask or want_grid:
-            self._publish_drivable(result.classes, header, want_mask, want_grid)
+            self._publish_drivable(config, result.classes, header, want_mask, want_grid)
         t4 = time.perf_counter()
         want_colors = config["publish_color_mask"] and self.color_mask_pub.get_subscription_count() > 0
         want_overlay = config["publish_overlay"] and self.overlay_pub.get_subscription_count() > 0
@@ -361,8 +372,7 @@ class SegmentationNode(Node):
                       drivable=(t4 - t3) * 1e3, all_outputs_latency=(time.monotonic() - received) * 1e3)
         self.stats.record(class_mask_latency_ms, stages)
 
-    def _publish_drivable(self, classes: np.ndarray, header, want_mask: bool, want_grid: bool) -> None:
-        config = self.config
+    def _publish_drivable(self, config: dict, classes: np.ndarray, header, want_mask: bool, want_grid: bool) -> None:
         cleaning = None if config["drivable_mask_mode"] == "raw" else MaskCleaning(
             close_kernel_px=config["drivable_close_kernel_px"], min_region_px=config["drivable_min_region_px"],
             connect_to_ego=config["drivable_connect_to_ego"], ego_zone_width=config["ego_zone_width"],
@@ -376,7 +386,7 @@ class SegmentationNode(Node):
         try:
             projector = self._projector_for(mask.shape)
             if projector is not None:
-                self.drivable_grid_pub.publish(self._grid_message(projector.grid_values(mask), header))
+                self.drivable_grid_pub.publish(self._grid_message(config, projector.grid_values(mask), header))
                 self._grid_state = f"published ({len(projector.seen_cells)} cells in view)"
         except Exception as exc:  # a grid problem must not cost the frame its other outputs
             self.stats.count("grid_failed")
@@ -392,11 +402,13 @@ class SegmentationNode(Node):
         topic = self.camera_info_sub.topic_name
         key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height, tuple(image_hw))
         if key == self._projector_key:
+            if self._projector is None:  # the state may have said "no subscriber" since
+                self._grid_state = self._projector_error
             return self._projector
         self._projector, self._projector_key = None, key  # a bad camera_info is judged once, not per frame
         error = camera_info_error(info.k, info.d, info.distortion_model, info.width, info.height)
         if error:
-            self._grid_state = f"not published: camera_info on {topic}: {error}"
+            self._projector_error = self._grid_state = f"not published: camera_info on {topic}: {error}"
             self.get_logger().warning(f"camera_info on {topic}: {error}; the drivable grid is not published "
                                       "until a usable one arrives")
             return None
@@ -407,10 +419,10 @@ class SegmentationNode(Node):
                                f"(fx {K[0, 0]:.1f}), {len(self._projector.seen_cells)} cells in view")
         return self._projector
 
-    def _grid_message(self, values: np.ndarray, header) -> OccupancyGrid:
+    def _grid_message(self, config: dict, values: np.ndarray, header) -> OccupancyGrid:
         grid = OccupancyGrid()
         grid.header.stamp = header.stamp
-        grid.header.frame_id = self.config["grid_frame_id"]
+        grid.header.frame_id = config["grid_frame_id"]
         grid.info.map_load_time = header.stamp
         grid.info.resolution = float(self.grid_spec.resolution)
         grid.info.height, grid.info.width = values.shape
@@ -419,10 +431,12 @@ class SegmentationNode(Node):
         grid.data = array.array("b", values.tobytes())
         return grid
 
-    def _warn_throttled(self, key: str, text: str) -> None:
+    def _warn_throttled(self, key: str, text: str, throttle_key: Optional[str] = None) -> None:
+        """Log ``text`` with the running count of ``key``, at most once per log_throttle_period per throttle_key."""
         now = time.monotonic()
-        if now - self._last_warning.get(key, -1e9) >= self.config["log_throttle_period"]:
-            self._last_warning[key] = now
+        throttle_key = throttle_key or key
+        if now - self._last_warning.get(throttle_key, -1e9) >= self.config["log_throttle_period"]:
+            self._last_warning[throttle_key] = now
             count = getattr(self.stats, key, None)
             self.get_logger().warning(text + (f" ({key} so far: {count})" if count is not None else ""))
 
