@@ -5,7 +5,12 @@ import signal
 import sys
 
 
+_stop_requested = False
+
+
 def _stop_while_importing(signum, frame):
+    global _stop_requested
+    _stop_requested = True
     raise KeyboardInterrupt
 
 
@@ -18,6 +23,12 @@ def main(args=None) -> int:
         from .node import main as node_main
     except KeyboardInterrupt:
         return 0
+    except ImportError:
+        # The signal interrupted a C extension's initialisation (rclpy's), which Python reports as
+        # "ImportError: initialization failed": still a stop, not a broken install.
+        if _stop_requested:
+            return 0
+        raise
     return node_main(args)
 
 
