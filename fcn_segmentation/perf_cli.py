@@ -86,6 +86,7 @@ def cmd_bench(args) -> int:
 
         dds = bench_node_over_dds(args.model, rgb, backend=args.dds_backend, device=args.dds_device,
                                   frames=args.frames, input_size=args.input_size, outputs=args.dds_outputs,
+                                  rounds=args.dds_rounds,
                                   bare_frame=lambda: sum(pipeline.run_once().values()))
         baseline = dds["bare_interleaved"]["p50"]
         dds.update(backend=bare.describe(), bare_pipeline_p50_ms=baseline,
@@ -169,6 +170,9 @@ def add_perf_commands(sub) -> None:
     bench.add_argument("--dds-outputs", type=output_list, default=("class_mask",), metavar="NAME,...",
                        help=f"node outputs to subscribe to over DDS, of {','.join(BENCH_OUTPUTS)} (default "
                             "class_mask); latency is reported to the class mask and to the last output")
+    bench.add_argument("--dds-rounds", type=int, default=5, metavar="N",
+                       help="blocks in which the node's frames and the bare pipeline's alternate (default 5; "
+                            "--frames alternates frame by frame)")
     bench.add_argument("--input-size", type=parse_network_size, metavar="WxH", help="network input size to time")
     bench.add_argument("--json", help="write the full report here")
     bench.set_defaults(func=cmd_bench)

@@ -86,6 +86,7 @@ def test_node_latency_over_dds(bundled_model, sample_dir):
     assert result["frames"] == 3 and result["lost"] == 0
     # one bare pass per node frame, in blocks between the node's
     assert len(bare_calls) == 3 and result["bare_interleaved"]["p50"] == pytest.approx(12.0)
+    assert result["rounds"] == 2
     assert 0 < result["latency"]["p50"] <= result["latency"]["max"]
     # each frame's last output comes no earlier than its class mask
     assert result["latency_all_outputs"]["p50"] >= result["latency"]["p50"]

@@ -119,6 +119,7 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
               "node_diagnostics": node_stats}
     if bare:
         result["bare_interleaved"] = percentiles(bare)
+        result["rounds"] = len(blocks)
     return result
 
 
