@@ -391,6 +391,8 @@ class SegmentationNode(Node):
         except Exception as exc:  # a grid problem must not cost the frame its other outputs
             self.stats.count("grid_failed")
             self._grid_state = f"not published: {type(exc).__name__}: {exc}"
+            if self._projector is None:  # the projection itself failed: later frames reuse this reason
+                self._projector_error = self._grid_state
             self._warn_throttled("grid_failed", f"drivable grid failed: {exc}")
 
     def _projector_for(self, image_hw) -> Optional[GroundGridProjector]:
