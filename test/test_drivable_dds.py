@@ -203,3 +203,33 @@ def test_a_bad_camera_info_stops_only_the_grid_and_diagnostics_say_why(running_n
     assert _mask_and_grid(executor, client, later, info_pub, good)
     assert spin_until(executor, lambda: client.last_diagnostic_values().get("drivable_grid", "").startswith(
         "published"), 5)
+
+
+def test_a_latched_camera_info_from_before_the_node_started_is_heard(dds_env, bundled_model, sample_dir, tmp_path):
+    """A driver that publishes camera_info once, transient_local, before the node exists."""
+    from rclpy.qos import DurabilityPolicy
+
+    namespace = "/latched_cam"
+    rclpy.init()
+    client = SegmentationClient(f"{namespace}/image_raw", f"{namespace}/segmentation", ("drivable_grid",),
+                                name="latched_client")
+    latched = client.create_publisher(CameraInfo, f"{namespace}/camera_info", QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    latched.publish(camera_info_msg(480, 360, 500.0))  # once, before the node starts
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    log = tmp_path / "node.log"
+    process = start_node({"model_path": str(bundled_model), "camera_info_durability": "transient_local",
+                          "qos_reliability": "reliable", "grid_resolution": 0.25},
+                         remaps={"__ns": namespace, "image": f"{namespace}/image_raw"}, log_path=str(log))
+    try:
+        assert spin_until(executor, lambda: client.connected() or process.poll() is not None, 60), log.read_text()
+        msg = image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "cam")
+        assert publish_until_answered(executor, client, msg, ("drivable_grid",), timeout=20), log.read_text()[-2000:]
+        assert "ground projection built for 480x360 images (fx 500.0)" in log.read_text()
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+        rclpy.try_shutdown()
+        assert stop_node(process) == 0, log.read_text()[-3000:]
+
