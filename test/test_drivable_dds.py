@@ -232,4 +232,3 @@ def test_a_latched_camera_info_from_before_the_node_started_is_heard(dds_env, bu
         client.destroy_node()
         rclpy.try_shutdown()
         assert stop_node(process) == 0, log.read_text()[-3000:]
-
