@@ -17,7 +17,6 @@ from fcn_segmentation.cli import main
 from fcn_segmentation.data import read_label, read_rgb, split_pairs
 from fcn_segmentation.replay_report import FrameStamps, LabelMatcher, Prediction
 
-pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
 
 REPORT_FILES = ("report.json", "report.md", "latency.png")
 VOID = 11  # CamVid's void id: not scored, so a frame paired with an all-void label has no pixel accuracy
