@@ -227,8 +227,12 @@ class BagReader:
             self._reader.open()
         except Exception as exc:  # rosbags raises several types (ReaderError, FileNotFoundError, sqlite, ...)
             self._reader = None
+            if self.path.suffix == ".mcap":  # a recorder killed before it wrote the footer and summary
+                hint = "an MCAP cut off before its end can be rebuilt with `mcap recover IN.mcap -o OUT.mcap`"
+            else:
+                hint = "a rosbag2 folder whose metadata.yaml is missing or stale can be rebuilt with `ros2 bag reindex`"
             raise BagError(f"cannot open bag {self.path}: {exc} (is it a complete rosbag2 folder, .mcap or "
-                           ".db3? a recording that was cut off may need `ros2 bag reindex`)") from exc
+                           f".db3? {hint})") from exc
         return self
 
     def __exit__(self, *exc) -> None:

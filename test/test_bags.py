@@ -172,7 +172,7 @@ def _corrupt_chunk_mcap(sample_dir, tmp_path):
 
 
 @pytest.mark.parametrize("make_bad_bag,message,mode", [
-    (_truncated_mcap, "cannot open bag", "--offline"),
+    (_truncated_mcap, "can be rebuilt with `mcap recover IN.mcap -o OUT.mcap`", "--offline"),
     (_truncated_mcap, "cannot open bag", "--rate=1"),  # over DDS: found before the node starts
     (_truncated_db3_folder, "cannot open bag", "--offline"),
     (_corrupt_chunk_mcap, "is damaged or truncated", "--offline"),  # opens, fails while reading
