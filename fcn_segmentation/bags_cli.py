@@ -21,7 +21,8 @@ def _flag(text: str) -> bool:
 # --compare applies them too, so both runs segment with the same model and settings.
 CORE_PARAMETERS = {"onnx_path": str, "engine_cache_dir": str, "precision": str, "inference_threads": int,
                    "force_engine_update": _flag, "full_resolution_logits": _flag, "network_image_width": int,
-                   "network_image_height": int, "max_image_pixels": int, "calibration_data": str}
+                   "network_image_height": int, "max_image_pixels": int, "calibration_data": str,
+                   "inference_busy_wait": _flag}
 # Node parameters the replay sets itself: as --node-param they would make the report describe another run.
 REPLAY_SET_PARAMETERS = {"model_path": "use --model", "backend": "use --backend", "device": "use --device",
                          "input_transport": "the replay sets it from the bag's image type"}
@@ -199,7 +200,8 @@ def _offline(args, core_params: Dict[str, object]):
                                 precision=core_params.get("precision", "fp32"),
                                 force_engine_update=core_params.get("force_engine_update", False),
                                 cpu_threads=core_params.get("inference_threads", 0),
-                                calibration_data=core_params.get("calibration_data") or None)
+                                calibration_data=core_params.get("calibration_data") or None,
+                                cpu_busy_wait=core_params.get("inference_busy_wait", False))
     segmenter = Segmenter(backend, full_resolution_logits=core_params.get("full_resolution_logits", False))
     return replay_offline(args.bag, segmenter, args.topic, args.labels_topic, args.limit,
                           max_pixels=core_params.get("max_image_pixels", DEFAULT_MAX_PIXELS), model=str(args.model),

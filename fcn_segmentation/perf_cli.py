@@ -76,7 +76,9 @@ def cmd_bench(args) -> int:
     image = args.image or _sample_image()
     rgb = read_rgb(image)
     if not args.no_dds:  # first, so a backend the machine lacks is an error before minutes of timing
-        bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size)
+        # Configured as the node's default (inference_busy_wait false), so the two compare like for like.
+        bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size,
+                                 cpu_busy_wait=False)
         # The node publishes the class mask before it draws anything: the baseline stops there too.
         pipeline = BarePipeline(bare, rgb, ros_message_builder(), colors=False)
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
@@ -107,7 +109,8 @@ def cmd_soak(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = soak_node(args.model, read_rgb(args.image or _sample_image()), rate_hz=args.rate, frames=args.frames,
-                       backend=args.backend, log_path=str(out / "node.log"), input_size=args.input_size)
+                       backend=args.backend, log_path=str(out / "node.log"), input_size=args.input_size,
+                       busy_wait=args.busy_wait)
     from .cli import command_line
     (out / "soak.json").write_text(json.dumps({"command": command_line(), **result}, indent=2))
     plot_soak(result, out / "soak.png")
@@ -184,5 +187,7 @@ def add_perf_commands(sub) -> None:
     soak.add_argument("--rate", type=float, default=60.0, help="frames per second to publish")
     soak.add_argument("--frames", type=int, default=3600)
     soak.add_argument("--input-size", type=parse_network_size, metavar="WxH", help="network input size of the node")
+    soak.add_argument("--busy-wait", action="store_true",
+                      help="start the node with inference_busy_wait true (ONNX Runtime's threads spin)")
     soak.add_argument("--out", default="soak_output")
     soak.set_defaults(func=cmd_soak)

@@ -22,6 +22,17 @@ def test_auto_takes_a_gpu_backend_where_there_is_one_else_a_cpu_one_and_says_why
     assert scores.shape == (1, 11, 64, 96)
 
 
+def test_onnxruntime_cpu_threads_sleep_instead_of_spinning_when_asked(tiny_model_file):
+    from fcn_segmentation.backends.onnxruntime_backend import ALLOW_SPINNING
+
+    spinning, _ = create_backend("onnxruntime", tiny_model_file, device="cpu")
+    sleeping, _ = create_backend("onnxruntime", tiny_model_file, device="cpu", cpu_busy_wait=False)
+    assert spinning.session.get_session_options().get_session_config_entry(ALLOW_SPINNING) == "1"
+    assert sleeping.session.get_session_options().get_session_config_entry(ALLOW_SPINNING) == "0"
+    batch = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    np.testing.assert_array_equal(spinning.infer(batch), sleeping.infer(batch))
+
+
 def test_onnxruntime_and_torch_agree(tiny_model_file):
     ort, _ = create_backend("onnxruntime", tiny_model_file, device="cpu")
     torch_backend, _ = create_backend("torch", tiny_model_file, device="cpu")

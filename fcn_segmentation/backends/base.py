@@ -47,7 +47,7 @@ class Backend:
 def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                    engine_cache_dir=None, precision: str = "fp32", force_engine_update: bool = False,
                    input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0,
-                   calibration_data=None) -> Tuple[Backend, List[str]]:
+                   calibration_data=None, cpu_busy_wait: bool = True) -> Tuple[Backend, List[str]]:
     """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
@@ -55,8 +55,9 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     runs fp16 when asked; the other backends run FP32 (``describe()`` says which). INT8 on a CPU is
     an INT8 ONNX model given as ``onnx_path``; TensorRT runs such a QDQ graph in INT8 as it is, and
     calibrates a float one on ``calibration_data`` (a folder of images, or a CamVid-layout dataset's
-    train/), read only when an engine is really built. ``cpu_threads`` caps ONNX Runtime's and torch's CPU
-    threads (0 = their default, one per core).
+    train/), read only when an engine is really built. ``cpu_busy_wait`` False makes ONNX Runtime's CPU
+    threads sleep instead of spinning when out of work (better beside other processes). ``cpu_threads``
+    caps ONNX Runtime's and torch's CPU threads (0 = their default, one per core).
 
     ``onnx_path`` is run by tensorrt or onnxruntime; "auto" then does not fall back to torch, which
     would run the model file's own weights instead. A backend named explicitly raises its error;
@@ -114,6 +115,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                 from .onnxruntime_backend import OnnxRuntimeBackend
                 graph = onnx_path or model_onnx()
                 backend = OnnxRuntimeBackend(graph, info, device=backend_device, threads=cpu_threads,
+                                             busy_wait=cpu_busy_wait,
                                              fix_hint=_onnx_fix_hint(graph, model_path, given=bool(onnx_path)))
             else:
                 from .torch_backend import TorchBackend

@@ -12,8 +12,11 @@ from .base import Backend, BackendError, BackendUnavailable
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, info, device: str = "cpu", threads: int = 0, fix_hint: str = ""):
-        """``fix_hint``: what to do when the file does not load (it depends on where the file came from)."""
+    def __init__(self, onnx_path, info, device: str = "cpu", threads: int = 0, fix_hint: str = "",
+                 busy_wait: bool = True):
+        """``fix_hint``: what to do when the file does not load (it depends on where the file came from).
+        ``busy_wait``: ONNX Runtime's CPU threads spin between operators and runs (its default); off, they
+        sleep, leaving the cores to the rest of the machine."""
         super().__init__(info)
         try:
             import onnxruntime as ort
@@ -23,7 +26,7 @@ class OnnxRuntimeBackend(Backend):
         if provider not in ort.get_available_providers():
             raise BackendUnavailable(f"onnxruntime has no {provider}")
         try:
-            self.session = ort.InferenceSession(with_class_ids(onnx_path), session_options(threads),
+            self.session = ort.InferenceSession(with_class_ids(onnx_path), session_options(threads, busy_wait),
                                                 providers=[provider])
         except Exception as exc:
             hint = f"; {fix_hint}" if fix_hint else ""
@@ -53,7 +56,9 @@ class OnnxRuntimeBackend(Backend):
         type and for the slowest nodes. A second session with profiling on, so timed runs stay unprofiled."""
         import onnxruntime as ort
 
-        options = session_options(self.session.get_session_options().intra_op_num_threads)
+        used = self.session.get_session_options()
+        options = session_options(used.intra_op_num_threads,
+                                  used.get_session_config_entry(ALLOW_SPINNING) != "0")
         with tempfile.TemporaryDirectory() as folder:
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(folder, "ort")
@@ -78,14 +83,19 @@ class OnnxRuntimeBackend(Backend):
 CLASS_IDS = "class_ids"
 
 
-def session_options(threads: int = 0):
-    """All graph optimisations; ``threads`` intra-op threads (0 = ONNX Runtime's default, one per core)."""
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
+
+
+def session_options(threads: int = 0, busy_wait: bool = True):
+    """All graph optimisations; ``threads`` intra-op threads (0 = ONNX Runtime's default, one per core);
+    ``busy_wait`` False stops the threads spinning when they run out of work."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    options.add_session_config_entry(ALLOW_SPINNING, "1" if busy_wait else "0")
     return options
 
 

@@ -133,11 +133,12 @@ def resident_mb(pid: int) -> float:
 
 @private_dds_domain()
 def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend: str = "onnxruntime",
-              log_path: str = None, timeout: float = 60.0, input_size: Optional[Tuple[int, int]] = None):
+              log_path: str = None, timeout: float = 60.0, input_size: Optional[Tuple[int, int]] = None,
+              busy_wait: bool = False):
     """Publish ``frames`` images at ``rate_hz`` without waiting for answers (an overload when the
     rate beats inference), sampling the node's resident memory; returns counts, latency of the
-    masks that came back, and the memory curve."""
-    params = node_parameters(model_path, backend, input_size, diagnostics_period=1.0)
+    masks that came back, and the memory curve. ``busy_wait``: the node's inference_busy_wait."""
+    params = node_parameters(model_path, backend, input_size, diagnostics_period=1.0, inference_busy_wait=busy_wait)
     memory = []  # (seconds since start, MB)
     with answering_node("soak_camera", params, rgb, log_path, timeout) as node:
         template = image_msg(rgb, "bgr8", node.start_ns, "soak")
