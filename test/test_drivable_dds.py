@@ -210,7 +210,9 @@ def test_a_latched_camera_info_from_before_the_node_started_is_heard(dds_env, bu
     from rclpy.qos import DurabilityPolicy
 
     namespace = "/latched_cam"
-    rclpy.init()
+    started_rclpy = not rclpy.ok()  # the module's running_node may hold rclpy already
+    if started_rclpy:
+        rclpy.init()
     client = SegmentationClient(f"{namespace}/image_raw", f"{namespace}/segmentation", ("drivable_grid",),
                                 name="latched_client")
     latched = client.create_publisher(CameraInfo, f"{namespace}/camera_info", QoSProfile(
@@ -230,5 +232,6 @@ def test_a_latched_camera_info_from_before_the_node_started_is_heard(dds_env, bu
     finally:
         executor.shutdown()
         client.destroy_node()
-        rclpy.try_shutdown()
+        if started_rclpy:
+            rclpy.try_shutdown()
         assert stop_node(process) == 0, log.read_text()[-3000:]
