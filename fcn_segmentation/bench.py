@@ -207,7 +207,7 @@ def format_report(report: Dict) -> str:
     if dds:
         lines.append(f"\nnode over DDS ({dds['backend']}): publish -> class_mask p50 {dds['latency']['p50']:.1f} ms, "
                      f"p95 {dds['latency']['p95']:.1f} ms over {dds['frames']} frames; bare pipeline p50 "
-                     f"{dds['bare_pipeline_p50_ms']:.1f} ms (timed in {dds.get('rounds', 5)} blocks between the "
+                     f"{dds['bare_pipeline_p50_ms']:.1f} ms (timed in {dds['rounds']} blocks between the "
                      "node's); ROS overhead "
                      f"{dds['overhead_percent']:+.1f}%")
         if len(dds.get("outputs", ())) > 1:

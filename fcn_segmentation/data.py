@@ -56,6 +56,20 @@ def calibration_images(data_dir, count: int, split: str = "train") -> List[Path]
     return [images[int(i * len(images) / count)] for i in range(count)]
 
 
+def calibration_batches(data_dir, info, count: int = 64, split: str = "train"):
+    """A function giving preprocessed (1, 3, H, W) batches of ``count`` images spread over ``split``
+    (see ``calibration_images``) at ``info``'s input size: INT8 calibration reads them only when it runs."""
+    def batches():
+        from tqdm import tqdm
+
+        from .preprocess import Preprocessor
+
+        preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+        for image in tqdm(calibration_images(data_dir, count, split), desc="INT8 calibration", unit="img"):
+            yield preprocess(read_rgb(image)).copy()
+    return batches
+
+
 def read_rgb(path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:

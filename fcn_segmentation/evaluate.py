@@ -1,6 +1,7 @@
 """Accuracy of a segmenter on a labelled split: confusion matrix, IoU, pixel accuracy, plots."""
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -23,14 +24,13 @@ def evaluate_split(segmenter, data_root, split: str, limit: Optional[int] = None
     confusion = ConfusionMatrix(info.num_classes)
     confusion_native = ConfusionMatrix(info.num_classes)
     inference_ms = []
-    sizes: Dict[str, int] = {}  # "WxH" -> images of that size: a folder may mix cameras
+    sizes = Counter()  # (width, height) -> images of that size: a folder may mix cameras
     for image_path, label_path in tqdm(pairs, desc=f"evaluate {split}", disable=not progress, unit="img"):
         rgb = read_rgb(image_path)
         label = read_label(label_path, info.num_classes)
         if label.shape != rgb.shape[:2]:
             raise ValueError(f"{label_path} is {label.shape[::-1]} but {image_path} is {rgb.shape[1::-1]}")
-        size = f"{rgb.shape[1]}x{rgb.shape[0]}"
-        sizes[size] = sizes.get(size, 0) + 1
+        sizes[rgb.shape[1], rgb.shape[0]] += 1
         result = segmenter(rgb)
         inference_ms.append(sum(result.timings_ms.values()))
         confusion.update(label, result.classes)
@@ -42,8 +42,8 @@ def evaluate_split(segmenter, data_root, split: str, limit: Optional[int] = None
         "split": split,
         "data": str(data_root),
         "network_input_size": [info.input_width, info.input_height],
-        "image_size": [int(side) for side in max(sizes, key=sizes.get).split("x")],  # the most common
-        "image_sizes": sizes,
+        "image_size": list(sizes.most_common(1)[0][0]),
+        "image_sizes": {f"{width}x{height}": count for (width, height), count in sizes.items()},
         "miou_at_network_size": confusion_native.mean_iou(),
         "pixel_accuracy_at_network_size": confusion_native.pixel_accuracy(),
         "backend": segmenter.backend.describe(),

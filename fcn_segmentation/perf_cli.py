@@ -44,8 +44,8 @@ def cmd_quantize(args) -> int:
 
 def cmd_build_engine(args) -> int:
     from .backends.base import _onnx_for
-    from .backends.tensorrt_backend import TensorRTBackend, calibration_batches
-    from .data import DatasetError
+    from .backends.tensorrt_backend import TensorRTBackend
+    from .data import DatasetError, calibration_batches
     from .export import onnx_is_quantized
     from .model.model_file import load_model_file
 

@@ -153,8 +153,7 @@ def test_engine_files_of_two_gpus_or_sizes_do_not_overwrite_each_other():
 def test_calibration_images_are_spread_over_the_split_and_read_lazily(tmp_path, tiny_model_file):
     import cv2
 
-    from fcn_segmentation.backends.tensorrt_backend import calibration_batches
-    from fcn_segmentation.data import calibration_images
+    from fcn_segmentation.data import calibration_batches, calibration_images
     from fcn_segmentation.model.model_file import load_model_file
 
     (tmp_path / "train").mkdir()

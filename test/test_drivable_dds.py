@@ -181,21 +181,20 @@ def test_a_bad_camera_info_stops_only_the_grid_and_diagnostics_say_why(running_n
         # camera_info's problem again, not "no subscriber".
         grid_sub = client.output_subs[list(client.output_topics).index("drivable_grid")]
         topic, msg_type = client.output_topics["drivable_grid"]
-        client.destroy_subscription(grid_sub)
+        rgb = read_rgb(split_pairs(sample_dir, "val")[4][0])
 
-        def no_subscriber_noticed():
-            info_pub.publish(bad)
-            client.publish(image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "cam"))
-            return "no subscriber" in client.last_diagnostic_values().get("drivable_grid", "")
-        assert spin_until(executor, no_subscriber_noticed, 20, step=0.3), client.last_diagnostic_values()
+        def grid_state_says(text):
+            def check():  # frames keep coming, with the bad camera_info
+                info_pub.publish(bad)
+                client.publish(image_msg(rgb, "rgb8", time.time_ns(), "cam"))
+                return text in client.last_diagnostic_values().get("drivable_grid", "")
+            return check
+        client.output_subs.remove(grid_sub)
+        client.destroy_subscription(grid_sub)
+        assert spin_until(executor, grid_state_says("no subscriber"), 20, step=0.3), client.last_diagnostic_values()
         client.output_subs.append(client.create_subscription(msg_type, topic, partial(client._on_output,
                                                                                       "drivable_grid"), 10))
-
-        def reason_back():
-            info_pub.publish(bad)
-            client.publish(image_msg(read_rgb(split_pairs(sample_dir, "val")[4][0]), "rgb8", time.time_ns(), "cam"))
-            return expected in client.last_diagnostic_values().get("drivable_grid", "")
-        assert spin_until(executor, reason_back, 20, step=0.3), client.last_diagnostic_values()
+        assert spin_until(executor, grid_state_says(expected), 20, step=0.3), client.last_diagnostic_values()
 
     # A good camera_info brings the grid back.
     good = camera_info_msg(480, 360, 500.0)

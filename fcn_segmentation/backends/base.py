@@ -106,7 +106,8 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
             continue
         try:
             if backend_name == "tensorrt":
-                from .tensorrt_backend import TensorRTBackend, calibration_batches
+                from ..data import calibration_batches
+                from .tensorrt_backend import TensorRTBackend
                 calibration = calibration_batches(calibration_data, info) if calibration_data else None
                 backend = TensorRTBackend(model, info, onnx_path or model_onnx(),
                                           engine_cache_dir=engine_cache_dir, precision=precision,

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Tuple, Union
+from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -68,30 +68,15 @@ def engine_file_name(onnx_path, precision: str, gpu_name: str, input_shape) -> s
     return f"{Path(onnx_path).stem}.{precision}.{width}x{height}.{gpu}.engine"
 
 
-def calibration_batches(data_dir, info, count: int = 64):
-    """A function giving preprocessed (1, 3, H, W) batches of ``count`` images spread over the
-    folder (CamVid layout: its train/ split); called only when an INT8 engine is really built."""
-    def batches():
-        from tqdm import tqdm
-
-        from ..data import calibration_images, read_rgb
-        from ..preprocess import Preprocessor
-
-        preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
-        for image in tqdm(calibration_images(data_dir, count), desc="INT8 calibration", unit="img"):
-            yield preprocess(read_rgb(image)).copy()
-    return batches
-
-
 class TensorRTBackend(Backend):
     name = "tensorrt"
     device = "cuda"
 
     def __init__(self, model, info, onnx_path, engine_cache_dir=None, precision: str = "fp32",
                  force_engine_update: bool = False,
-                 calibration_images: Union[None, Iterable[np.ndarray], Callable[[], Iterable[np.ndarray]]] = None):
-        """``calibration_images``: preprocessed batches, or a function giving them (see
-        ``calibration_batches``), for an INT8 build from a float ONNX; a QDQ ONNX needs none."""
+                 calibration_images: Optional[Callable[[], Iterable[np.ndarray]]] = None):
+        """``calibration_images``: a function giving preprocessed batches (``data.calibration_batches``),
+        called only when an INT8 engine is built from a float ONNX; a QDQ ONNX needs none."""
         super().__init__(info)
         try:
             import tensorrt as trt
@@ -124,8 +109,6 @@ class TensorRTBackend(Backend):
                 why = engine_cache_problem(self.engine_path, key)
             logger.warning("building TensorRT %s engine for %s on %s (takes a while once): %s", precision,
                            onnx_path, gpu_name, why)
-            if callable(calibration_images):
-                calibration_images = calibration_images()
             engine_bytes = build_engine(trt, onnx_path, precision, self.trt_logger, calibration_images,
                                         input_shape)
             write_engine(self.engine_path, key, engine_bytes)
@@ -201,7 +184,7 @@ def build_engine(trt, onnx_path, precision: str, trt_logger, calibration_images,
     if precision == "int8" and not quantized:  # implicit quantization: ranges from an entropy calibrator
         if calibration_images is None:
             raise BackendError(INT8_NEEDS_CALIBRATION)
-        config.int8_calibrator = make_entropy_calibrator(trt, calibration_images, input_shape)
+        config.int8_calibrator = make_entropy_calibrator(trt, calibration_images(), input_shape)
     try:
         serialized = builder.build_serialized_network(network, config)
     finally:

@@ -42,6 +42,7 @@ MAX_GRID_CELLS = 4_000_000  # e.g. 200 m x 200 m at 0.1 m; more is a typo in the
 RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")
 RCLPY_PARAMETER_PREFIXES = ("qos_overrides.",)
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+DURABILITY = {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}
 
 
 def _choice(*choices):
@@ -95,7 +96,7 @@ PARAMETERS = {
     "qos_depth": (1, "history depth of the image subscription", False, _at_least(1)),
     "camera_info_durability": ("volatile", "durability of the camera_info subscription: transient_local hears a "
                                "camera_info latched before the node started (it matches only transient_local "
-                               "publishers)", False, _choice("volatile", "transient_local")),
+                               "publishers)", False, _choice(*DURABILITY)),
     "output_qos_depth": (5, "history depth of the reliable output publishers: room to resend a lost "
                          "fragment of a large mask before the next frame replaces it", False, _at_least(1)),
     "publish_class_mask": (True, "publish segmentation/class_mask (mono8 class ids)", True, None),
@@ -239,12 +240,11 @@ class SegmentationNode(Node):
             self.image_sub = self.create_subscription(CompressedImage, "image/compressed", self.image_callback, in_qos)
         else:
             self.image_sub = self.create_subscription(Image, "image", self.image_callback, in_qos)
-        durability = {"volatile": DurabilityPolicy.VOLATILE,
-                      "transient_local": DurabilityPolicy.TRANSIENT_LOCAL}[self.config["camera_info_durability"]]
         self.camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self.camera_info_callback,
                                                         QoSProfile(depth=1, reliability=in_qos.reliability,
                                                                    history=HistoryPolicy.KEEP_LAST,
-                                                                   durability=durability))
+                                                                   durability=DURABILITY[
+                                                                       self.config["camera_info_durability"]]))
         self.get_logger().info(f"listening on {self.image_sub.topic_name} and {self.camera_info_sub.topic_name} "
                                f"({self.config['qos_reliability']})")
 
