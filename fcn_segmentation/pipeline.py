@@ -2,11 +2,11 @@
 
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .postprocess import class_map, confidence_map, resize_nearest, resize_scores
+from .postprocess import class_map, confidence_map, full_resolution_classes, resize_nearest, resize_scores
 from .preprocess import Preprocessor
 from .visualize import color_mask, overlay, palette_lut
 
@@ -24,6 +24,15 @@ class Segmentation:
         return resize_nearest(confidence_map(self.scores), self.classes.shape)
 
 
+class NonFiniteScoresError(RuntimeError):
+    """The network gave NaN or infinite scores: its mask would be meaningless (all one class)."""
+
+
+# full_resolution_logits: scores resized whole up to this size (bytes); larger frames are resized and
+# argmaxed in bands of rows, so a 4096 x 4096 frame never holds C x 4096 x 4096 floats at once.
+FULL_RESOLUTION_SCORES_MAX_BYTES = 64 * 1024 * 1024
+
+
 class Segmenter:
     """Segments RGB uint8 images of any size with one backend."""
 
@@ -35,16 +44,25 @@ class Segmenter:
         self.preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
         self.lut = palette_lut(info.palette)
 
-    def __call__(self, rgb: np.ndarray) -> Segmentation:
+    def __call__(self, rgb: np.ndarray, output_hw: Optional[Tuple[int, int]] = None) -> Segmentation:
+        """Segment ``rgb``; the class mask has size ``output_hw`` (the frame's, when ``rgb`` was decoded
+        at a reduced scale), by default the image's. Raises NonFiniteScoresError for NaN / inf scores."""
         t0 = time.perf_counter()
         batch = self.preprocess(rgb)
         t1 = time.perf_counter()
         scores, network_classes = self.backend.segment(batch)
         t2 = time.perf_counter()
-        size = rgb.shape[:2]
+        if not np.isfinite(scores).all():  # 0.1 ms at 320x224; a NaN would otherwise argmax to class 0
+            raise NonFiniteScoresError(f"the network gave {np.count_nonzero(~np.isfinite(scores))} non-finite "
+                                       "scores (NaN or inf): check the model file's weights and normalisation")
+        size = tuple(output_hw) if output_hw else rgb.shape[:2]
         if self.full_resolution_logits:
-            scores = resize_scores(scores, size)
-            classes = class_map(scores)
+            channels = scores.shape[-3]
+            if channels * size[0] * size[1] * 4 <= FULL_RESOLUTION_SCORES_MAX_BYTES:
+                scores = resize_scores(scores, size)
+                classes = class_map(scores)
+            else:
+                classes = full_resolution_classes(scores, size, FULL_RESOLUTION_SCORES_MAX_BYTES)
         else:
             classes = resize_nearest(network_classes, size)
         t3 = time.perf_counter()

@@ -42,3 +42,36 @@ def resize_scores(scores: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
     hwc = cv2.resize(np.ascontiguousarray(scores.transpose(1, 2, 0)), (width, height),
                      interpolation=cv2.INTER_LINEAR)
     return hwc.reshape(height, width, -1).transpose(2, 0, 1)
+
+
+def full_resolution_classes(scores: np.ndarray, size_hw: Tuple[int, int], max_bytes: int) -> np.ndarray:
+    """argmax of the bilinearly resized scores (as ``class_map(resize_scores(scores, size_hw))``) in
+    bands of output rows, holding at most about ``max_bytes`` of resized scores at a time: memory
+    bounded by the band, not by C x H x W. Rows are interpolated as OpenCV's INTER_LINEAR does (pixel
+    centres aligned, clamped at the edges), then each band is resized across only."""
+    if scores.ndim == 4:
+        scores = scores[0]
+    channels, source_height, source_width = scores.shape
+    height, width = size_hw
+    band = max(1, int(max_bytes // (channels * width * 4)))
+    position = np.clip((np.arange(height) + 0.5) * (source_height / height) - 0.5, 0, source_height - 1)
+    low = np.floor(position).astype(np.intp)
+    high = np.minimum(low + 1, source_height - 1)
+    weight = (position - low).astype(np.float32)
+    hwc = np.ascontiguousarray(scores.transpose(1, 2, 0))  # (h, w, C)
+    classes = np.empty((height, width), np.uint8)
+    for start in range(0, height, band):
+        rows = slice(start, min(start + band, height))
+        w = weight[rows, None, None]
+        blended = hwc[low[rows]] * (1 - w) + hwc[high[rows]] * w  # (band, w, C): rows done
+        wide = cv2.resize(blended, (width, blended.shape[0]), interpolation=cv2.INTER_LINEAR)
+        classes[rows] = np.argmax(wide.reshape(blended.shape[0], width, channels), axis=2)
+    return classes
+
+
+def resize_picture(rgb: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an RGB picture (an image decoded at a reduced scale, back to its frame's
+    size for the overlay)."""
+    if rgb.shape[:2] == tuple(size_hw):
+        return rgb
+    return cv2.resize(rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_LINEAR)

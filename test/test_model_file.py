@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +22,12 @@ def test_round_trip_keeps_weights_and_metadata(tiny_model_file):
 def test_missing_file_says_what_to_pass(tmp_path):
     with pytest.raises(ModelFileError, match="does not exist; pass an existing .pt file"):
         load_model_file(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("path, what", [("/dev/zero", "a device"), ("/tmp", "a folder")])
+def test_a_path_that_is_not_a_regular_file_is_named_as_such(path, what):
+    with pytest.raises(ModelFileError, match=re.escape(f"model file {path} is not a regular file ({what})")):
+        load_model_file(path)
 
 
 def test_corrupt_file_is_reported(tmp_path, tiny_model_file):
@@ -121,6 +128,11 @@ def _damaged_copy(tiny_model_file, path, change):
     (lambda blob, meta: meta.update(palette=["red"] * 11), "malformed palette"),
     (lambda blob, meta: meta.update(backbone="resnet_9000"), "cannot build .*backbone 'resnet_9000'.*unknown backbone"),
     (lambda blob, meta: meta.update(variant="fcn4s"), "cannot build .*variant 'fcn4s'.*unknown FCN variant"),
+    (lambda blob, meta: meta.update(image_std=[0.0, 58.0, 57.0]), r"image_std \[0.0, 58.0, 57.0\] must be > 0"),
+    (lambda blob, meta: meta.update(image_std=[-1.0, 58.0, 57.0]), "must be > 0 in every channel"),
+    (lambda blob, meta: meta.update(image_std=[float("nan"), 58.0, 57.0]), "must be finite numbers"),
+    (lambda blob, meta: meta.update(image_mean=[float("inf"), 1.0, 1.0]), "must be finite numbers"),
+    (lambda blob, meta: meta.update(input_height=0), "input size 96x0 must be positive"),
 ])
 def test_bad_metadata_is_a_model_file_error_that_says_what_to_do(tiny_model_file, tmp_path, change, message):
     path = _damaged_copy(tiny_model_file, tmp_path / "damaged.pt", change)

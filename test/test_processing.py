@@ -83,3 +83,65 @@ def test_segmenter_gives_image_sized_classes_and_confidence_on_demand(tiny_model
     assert confidence.min() >= 255 // 11
     np.testing.assert_array_equal(confidence, resize_nearest(confidence_map(result.scores), (90, 130)))
     assert set(result.timings_ms) == {"preprocess", "inference", "postprocess"}
+
+
+def model_file_with_infinite_scores(tiny_model_file, path):
+    """Finite-looking metadata over weights whose last layer gives +inf and -inf scores (as an
+    image_std of 0 would): a model that must not publish masks of one class."""
+    import torch
+
+    from fcn_segmentation.model.model_file import load_model_file, save_model_file
+
+    model, info = load_model_file(tiny_model_file)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith("score_fr"):
+                parameter.mul_(1e38).mul_(1e38)
+    save_model_file(path, model, info)
+    return path
+
+
+def test_non_finite_scores_are_an_error_not_a_mask(tiny_model_file, tmp_path):
+    import pytest
+
+    from fcn_segmentation.backends import create_backend
+    from fcn_segmentation.pipeline import NonFiniteScoresError, Segmenter
+
+    path = model_file_with_infinite_scores(tiny_model_file, tmp_path / "inf.pt")
+    segmenter = Segmenter(create_backend("torch", path, device="cpu")[0])
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    with pytest.raises(NonFiniteScoresError, match=r"the network gave \d+ non-finite scores"):
+        segmenter(rgb)
+
+
+def test_full_resolution_logits_of_a_large_frame_are_resized_in_bounded_bands():
+    from fcn_segmentation.postprocess import full_resolution_classes, resize_scores
+
+    scores = np.random.default_rng(1).standard_normal((1, 11, 64, 96)).astype(np.float32)
+    for size in ((90, 130), (360, 480), (1000, 1333)):
+        expected = class_map(resize_scores(scores, size))
+        banded = full_resolution_classes(scores, size, max_bytes=11 * size[1] * 4 * 7)  # 7 rows a band
+        assert (banded != expected).mean() < 1e-4, size  # float rounding may flip an exact tie
+
+
+def test_segmenter_output_size_and_bounded_full_resolution_memory(tiny_model_file, monkeypatch):
+    import tracemalloc
+
+    from fcn_segmentation import pipeline
+    from fcn_segmentation.backends import create_backend
+
+    backend = create_backend("torch", tiny_model_file, device="cpu")[0]
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)  # decoded at 1/8 of 768 x 512
+    for full_resolution in (False, True):
+        result = pipeline.Segmenter(backend, full_resolution_logits=full_resolution)(rgb, output_hw=(512, 768))
+        assert result.classes.shape == (512, 768)
+    monkeypatch.setattr(pipeline, "FULL_RESOLUTION_SCORES_MAX_BYTES", 4 * 1024 * 1024)
+    segmenter = pipeline.Segmenter(backend, full_resolution_logits=True)
+    tracemalloc.start()
+    result = segmenter(rgb, output_hw=(2048, 2048))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.classes.shape == (2048, 2048)
+    # Whole, the scores would be 11 x 2048 x 2048 x 4 = 185 MB (and a copy); banded: the 4 MB budget
+    # and its temporaries plus the 4 MB mask.
+    assert peak < 40 * 1024 * 1024, peak

@@ -3,6 +3,8 @@ normalisation, architecture, metrics). Loads with ``torch.load(weights_only=True
 
 import dataclasses
 import json
+import math
+import stat
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -70,6 +72,14 @@ class ModelInfo:
             raise ModelFileError(f"palette colours must be (r, g, b), not {info.palette}")
         if len(info.image_mean) != 3 or len(info.image_std) != 3:
             raise ModelFileError("image_mean and image_std need one value per colour channel (3)")
+        if not all(math.isfinite(v) for v in info.image_mean + info.image_std):
+            raise ModelFileError(f"image_mean {list(info.image_mean)} and image_std {list(info.image_std)} must be "
+                                 "finite numbers")
+        if not all(v > 0 for v in info.image_std):
+            raise ModelFileError(f"image_std {list(info.image_std)} must be > 0 in every channel (the input is "
+                                 "divided by it: 0 gives infinite scores and a mask of one class)")
+        if info.input_height <= 0 or info.input_width <= 0:
+            raise ModelFileError(f"input size {info.input_width}x{info.input_height} must be positive")
         return info
 
 
@@ -100,9 +110,17 @@ def _first_shape_mismatch(model: FCN, state) -> Optional[str]:
 def load_model_file(path) -> Tuple[FCN, ModelInfo]:
     """Load a model file into an FCN in eval mode; raise ModelFileError with a fix-it message."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist; pass an existing .pt file "
-                             "(the bundled default is models/fcn8s_effnetlite0_camvid.pt)")
+    hint = "pass an existing .pt file (the bundled default is models/fcn8s_effnetlite0_camvid.pt)"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} does not exist; {hint}") from None
+    except OSError as exc:  # permission denied on a folder on the way, a name too long, ...
+        raise ModelFileError(f"model file {path} cannot be read: {exc.strerror or exc}; {hint}") from None
+    if not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+            else "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
+        raise ModelFileError(f"model file {path} is not a regular file ({what}); {hint}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
