@@ -36,6 +36,20 @@ LABEL_WORDS = ("label", "ground_truth", "groundtruth")
 # The node's own outputs, as a recording of them names them: never offered as ground truth.
 OUTPUT_WORDS = ("segmentation", "confidence", "overlay", "drivable")
 LABEL_ENCODINGS = ("mono8", "8uc1")
+# rosbag2 with ``compression_mode: message`` stores each message as one zstd frame.
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def normalize_msgtype(msgtype: str) -> str:
+    """``sensor_msgs/Image`` (pre-Foxy bags, some third-party writers) -> ``sensor_msgs/msg/Image``."""
+    parts = msgtype.split("/")
+    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else msgtype
+
+
+def _looks_like_an_image(topic: str, msgtype: str) -> bool:
+    """A topic of a type this tool does not read that is probably camera frames (theora, ffmpeg, ...)."""
+    return msgtype not in IMAGE_TYPES and msgtype != CAMERA_INFO and (
+        "image" in msgtype.lower() or "image" in topic.lower())
 
 
 class BagError(RuntimeError):
@@ -195,6 +209,8 @@ class TopicChoice:
     # and those topics.
     labels_note: Optional[str] = None
     labels_candidates: List[str] = dataclasses.field(default_factory=list)
+    # Which image topic was picked and among which, when the bag has several (None otherwise).
+    image_note: Optional[str] = None
 
 
 @dataclass
@@ -218,6 +234,7 @@ class BagReader:
         if self.path.suffix == ".bag":
             raise BagError(f"{self.path} is a ROS 1 bag; convert it first: rosbags-convert --src {self.path}")
         self._reader = None
+        self._default_store = None
 
     def __enter__(self) -> "BagReader":
         from rosbags.highlevel import AnyReader
@@ -242,14 +259,28 @@ class BagReader:
     def typestore(self):
         return self._reader.typestore
 
+    def _store_for(self, msgtype: str):
+        """The bag's own type store, or the default one for a type the bag names without ``/msg/``
+        and gives no definition of."""
+        if msgtype in self._reader.typestore.fielddefs:
+            return self._reader.typestore
+        if self._default_store is None:
+            self._default_store = _typestore()
+        return self._default_store
+
     @property
-    def topics(self) -> Dict[str, Tuple[str, int]]:
-        """topic -> (message type, message count)"""
+    def recorded_topics(self) -> Dict[str, Tuple[str, int]]:
+        """topic -> (message type as the bag spells it, message count)"""
         return {name: (info.msgtype, info.msgcount) for name, info in sorted(self._reader.topics.items())}
 
+    @property
+    def topics(self) -> Dict[str, Tuple[str, int]]:
+        """topic -> (message type, normalized: pkg/msg/Name, message count)"""
+        return {name: (normalize_msgtype(msgtype), count) for name, (msgtype, count) in self.recorded_topics.items()}
+
     def describe_topics(self) -> str:
-        return ", ".join(f"{name} ({msgtype}, {count} msgs)" for name, (msgtype, count) in self.topics.items()) \
-            or "no topics"
+        return ", ".join(f"{name} ({msgtype}, {count} msgs)"
+                         for name, (msgtype, count) in self.recorded_topics.items()) or "no topics"
 
     def choose_topics(self, image_topic: Optional[str] = None, labels_topic: Optional[str] = None) -> TopicChoice:
         """The camera topic (given, or the only camera-like image topic), the labels (given, or the one
@@ -264,12 +295,16 @@ class BagReader:
         if image_topic is None:
             cameras = [name for name, (msgtype, _) in topics.items()
                        if msgtype in IMAGE_TYPES and not any(w in name.lower() for w in NOT_CAMERA_WORDS)]
+            candidates = cameras
             # image_transport records X and X/compressed side by side: they are one camera.
             cameras = [name for name in cameras if not (name.endswith("/compressed") and name[:-11] in cameras)]
             if len(cameras) != 1:
-                why = "no camera image topic" if not cameras else f"several image topics ({', '.join(cameras)})"
-                raise BagError(f"{self.path} has {why}; choose one with --topic. Found: {self.describe_topics()}")
+                raise BagError(self._no_single_camera(cameras))
             image_topic = cameras[0]
+            image_note = (f"image topic {image_topic} ({topics[image_topic][0]}) picked among "
+                          f"{', '.join(candidates)}; choose another with --topic") if len(candidates) > 1 else None
+        else:
+            image_note = None
         note, candidates = None, []
         if labels_topic is None:
             labels_topic, note, candidates = self._guess_labels(image_topic)
@@ -277,7 +312,26 @@ class BagReader:
         infos = [name for name, (msgtype, _) in topics.items() if msgtype == CAMERA_INFO]
         beside = f"{namespace}/camera_info"
         camera_info = beside if beside in infos else (infos[0] if len(infos) == 1 else None)
-        return TopicChoice(image_topic, topics[image_topic][0], labels_topic, camera_info, note, candidates)
+        return TopicChoice(image_topic, topics[image_topic][0], labels_topic, camera_info, note, candidates,
+                           image_note)
+
+    def _no_single_camera(self, cameras: List[str]) -> str:
+        """Why no camera topic was picked: several, none at all, only labels/outputs, or image topics
+        under a type this tool does not read."""
+        found = f"Found: {self.describe_topics()}"
+        if cameras:
+            return f"{self.path} has several image topics ({', '.join(cameras)}); choose one with --topic. {found}"
+        images = [name for name, (msgtype, _) in self.topics.items() if msgtype in IMAGE_TYPES]
+        if images:
+            return (f"{self.path} has no camera image topic: its image topics ({', '.join(images)}) are named like "
+                    f"labels or the node's outputs; choose one with --topic. {found}")
+        unknown = [f"{name} ({msgtype})" for name, (msgtype, _) in self.recorded_topics.items()
+                   if _looks_like_an_image(name, normalize_msgtype(msgtype))]
+        if unknown:
+            return (f"{self.path} has image topics under a type this tool does not read: {', '.join(unknown)}; it "
+                    f"reads {IMAGE} and {COMPRESSED_IMAGE} (also spelled without /msg/): convert them first, "
+                    f"e.g. republish with image_transport into a new bag. {found}")
+        return f"{self.path} has no image topic at all (no {IMAGE} or {COMPRESSED_IMAGE}). {found}"
 
     def _guess_labels(self, image_topic: str) -> Tuple[Optional[str], Optional[str], List[str]]:
         """(the labels topic, or None with a note and the candidate topics)."""
@@ -304,7 +358,7 @@ class BagReader:
             if item is None:
                 return None
             connection, _, data = item
-            return self._reader.deserialize(data, connection.msgtype).encoding.lower()
+            return self._deserialize(_decompressed(data), normalize_msgtype(connection.msgtype)).encoding.lower()
         except Exception as exc:  # as in messages(): damaged chunks raise several types
             raise BagError(f"bag {self.path} is damaged or truncated: {exc}") from exc
 
@@ -328,11 +382,19 @@ class BagReader:
                 if item is None:
                     return
                 connection, bag_time, data = item
-                msg = self._reader.deserialize(data, connection.msgtype)
+                data = _decompressed(data)
+                msgtype = normalize_msgtype(connection.msgtype)
+                msg = self._deserialize(data, msgtype)
             except Exception as exc:  # damaged chunks surface as ReaderError, zstd, struct or serde errors
-                raise BagError(f"bag {self.path} is damaged or truncated: {exc}") from exc
-            yield BagMessage(kind_of[connection.topic], connection.topic, connection.msgtype, bag_time, msg,
-                             bytes(data))
+                hint = ""
+                if self.path.suffix == ".mcap" and "CDR encapsulation" in str(exc):
+                    hint = (" (if this file comes from a rosbag2 folder recorded with a compression_mode, open the "
+                            "folder, with its metadata.yaml, instead of the .mcap alone)")
+                raise BagError(f"bag {self.path} is damaged or truncated: {exc}{hint}") from exc
+            yield BagMessage(kind_of[connection.topic], connection.topic, msgtype, bag_time, msg, data)
+
+    def _deserialize(self, data: bytes, msgtype: str):
+        return self._store_for(msgtype).deserialize_cdr(data, msgtype)
 
     def restamped_cdr(self, message: BagMessage, stamp: int) -> bytes:
         """The message re-serialized with its header stamp set to ``stamp`` (ns)."""
@@ -340,7 +402,21 @@ class BagReader:
         sec, nanosec = divmod(int(stamp), 1_000_000_000)
         header = dataclasses.replace(msg.header, stamp=dataclasses.replace(msg.header.stamp, sec=sec,
                                                                            nanosec=nanosec))
-        return bytes(self.typestore.serialize_cdr(dataclasses.replace(msg, header=header), message.msgtype))
+        store = self._store_for(message.msgtype)
+        return bytes(store.serialize_cdr(dataclasses.replace(msg, header=header), message.msgtype))
+
+
+def _decompressed(data) -> bytes:
+    """A message as CDR: one compressed message by message (a lone .mcap of a rosbag2 folder whose
+    metadata.yaml says ``compression_mode: message``; CDR itself starts with a zero byte) is unpacked."""
+    data = bytes(data)
+    if data[:4] != ZSTD_MAGIC:
+        return data
+    try:
+        from compression import zstd
+    except ImportError:  # Python < 3.14: the backport rosbags depends on
+        from backports import zstd
+    return zstd.decompress(data)
 
 
 def message_to_rgb(message: BagMessage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

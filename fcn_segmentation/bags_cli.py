@@ -87,7 +87,11 @@ def add_bag_commands(subparsers) -> None:
     replay.add_argument("--input-size", type=parse_size, metavar="WxH",
                         help="network input size (multiples of 32) for the node and the offline run; default: "
                              "the model file's")
+    replay.add_argument("--frame-pngs", action="store_true",
+                        help="also write each overlay of the report's strip as a full-size PNG in --out/overlays/")
     replay.set_defaults(func=cmd_replay)
+
+    add_fleet_command(subparsers)
 
 
 def cmd_make_bag(args) -> int:
@@ -135,7 +139,7 @@ def cmd_replay(args) -> int:
     from .cli import command_line
     summary = {"command": command_line(), **summary}
     offline = {"command": command_line(), **offline} if offline else None
-    path = write_report(out, summary, report, offline)
+    path = write_report(out, summary, report, offline, frame_pngs=args.frame_pngs)
     for run in (summary, offline):
         if run:
             print(format_summary(run))
@@ -187,22 +191,81 @@ def _outputs(args):
 
 def _offline(args, core_params: Dict[str, object]):
     """The same frames through the core, with the node parameters that change what it computes."""
-    from .backends import create_backend
     from .frames import DEFAULT_MAX_PIXELS
-    from .pipeline import Segmenter
-    from .replay_report import replay_offline
+    from .replay_report import core_segmenter, replay_offline
 
-    width, height = core_params.get("network_image_width"), core_params.get("network_image_height")
-    backend, _ = create_backend(args.backend, args.model, device=args.device,
-                                input_size=(height, width) if width else None,
-                                onnx_path=core_params.get("onnx_path") or None,
-                                engine_cache_dir=core_params.get("engine_cache_dir") or None,
-                                precision=core_params.get("precision", "fp32"),
-                                force_engine_update=core_params.get("force_engine_update", False),
-                                cpu_threads=core_params.get("inference_threads", 0),
-                                calibration_data=core_params.get("calibration_data") or None,
-                                cpu_busy_wait=core_params.get("inference_busy_wait", False))
-    segmenter = Segmenter(backend, full_resolution_logits=core_params.get("full_resolution_logits", False))
+    segmenter = core_segmenter(args.backend, args.model, args.device, core_params)
     return replay_offline(args.bag, segmenter, args.topic, args.labels_topic, args.limit,
                           max_pixels=core_params.get("max_image_pixels", DEFAULT_MAX_PIXELS), model=str(args.model),
                           node_params=core_params)
+
+
+def add_fleet_command(subparsers) -> None:
+    from .backends import BACKEND_NAMES
+    from .cli import parse_size
+    from .fleet import WORST_FRAMES
+
+    fleet = subparsers.add_parser(
+        "evaluate-bags", help="evaluate the core on many bags over Ray and write one report",
+        description="Runs every frame of the bags through the core as `fcnseg replay --offline` does (same "
+                    "decoding, same matching of labels by stamp), spread over Ray workers that load the model "
+                    "once each, one bag at a time, and merges them into one report: mIoU and per-class IoU over "
+                    "all labelled frames, a row per bag, the worst frames. Without --ray-address a local Ray "
+                    "runs on this machine's cores. Every worker reads the bags at the paths given: on a "
+                    "cluster they must be on a file system all nodes mount at the same path.")
+    fleet.add_argument("bags", nargs="+", metavar="BAG_OR_FOLDER",
+                       help="rosbag2 folders, .mcap / .db3 files, or folders searched for them")
+    fleet.add_argument("--out", required=True, help="report folder (written at the end, file by file, atomically)")
+    fleet.add_argument("--workers", type=int, default=2, help="Ray actors, each with the model loaded (default 2)")
+    fleet.add_argument("--threads-per-worker", type=int, default=1,
+                       help="CPUs (inference threads) per worker, reserved from Ray (default 1)")
+    fleet.add_argument("--ray-address", metavar="HOST:PORT|auto",
+                       help="join this Ray cluster (`ray start --head` prints it); default: a local Ray")
+    fleet.add_argument("--topic", help="image topic (default: auto-detect in each bag)")
+    fleet.add_argument("--labels-topic", help="mono8 ground truth (default: auto-detect in each bag)")
+    fleet.add_argument("--limit", type=int, help="only the first N frames of each bag")
+    fleet.add_argument("--worst", type=int, default=WORST_FRAMES, metavar="N",
+                       help=f"worst frames shown in the report (default {WORST_FRAMES})")
+    fleet.add_argument("--frame-pngs", action="store_true",
+                       help="also write each worst frame's overlay full size in --out/worst_frames/")
+    fleet.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                       help="a node parameter the core applies, as for replay --offline "
+                            f"({', '.join(CORE_PARAMETERS)})")
+    fleet.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    fleet.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
+    fleet.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    fleet.add_argument("--input-size", type=parse_size, metavar="WxH",
+                       help="network input size (multiples of 32); default: the model file's")
+    fleet.set_defaults(func=cmd_evaluate_bags)
+
+
+def cmd_evaluate_bags(args) -> int:
+    from .cli import command_line
+    from .fleet import FleetError, FleetOptions, evaluate_fleet, find_bags, format_fleet_summary, merge, \
+        worst_frames, write_fleet_report
+    from .model.model_file import load_model_file
+
+    try:
+        _, core_params = _node_params(args)
+        if "inference_threads" in core_params:
+            raise ValueError("--node-param inference_threads is not for evaluate-bags: use --threads-per-worker")
+    except ValueError as exc:
+        print(f"fcnseg evaluate-bags: error: {exc}", file=sys.stderr)
+        return 2
+    load_model_file(args.model)  # fail here, with the loader's message, before Ray starts
+    options = FleetOptions(str(Path(args.model).resolve()), args.backend, args.device, core_params,
+                           args.threads_per_worker, args.topic, args.labels_topic, args.limit, args.worst)
+    try:
+        run = evaluate_fleet(find_bags(args.bags), options, args.workers, args.ray_address)
+    except FleetError as exc:
+        print(f"fcnseg evaluate-bags: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcnseg evaluate-bags: interrupted; the workers were stopped and no report was written",
+              file=sys.stderr)
+        return 130
+    report = {"command": command_line(), **merge(run)}
+    path = write_fleet_report(args.out, report, worst_frames(run, args.worst), frame_pngs=args.frame_pngs)
+    print(format_fleet_summary(report))
+    print(f"report: {path}")
+    return 1 if report["bags_failed"] or not report["frames"] else 0

@@ -19,7 +19,8 @@ from .visualize import color_mask, overlay, palette_lut
 
 LATENCY_PERCENTILES = (50, 95, 99)
 STRIP_FRAMES = 6
-STRIP_HEIGHT = 180
+STRIP_HEIGHT = 360  # the overlay strip's thumbnails: CamVid's full height (they were 180 px, too small to judge)
+FRAME_PNGS_DIR = "overlays"  # one full-size PNG per strip frame, on request
 # Every report has these keys, whether it comes from DDS or offline, so the two compare key by key.
 CONTEXT_KEYS = ("mode", "bag", "image_topic", "image_type", "labels_topic", "labels_note", "labels_candidates",
                 "camera_info_topic", "model", "backend", "input_size", "rate", "outputs", "node_params",
@@ -213,7 +214,7 @@ def check_first_frame(bag: BagReader, choice: TopicChoice, max_pixels: int = DEF
 class ReplayReport:
     """Accumulates per-frame results into a confusion matrix, a latency series and a few overlays."""
 
-    def __init__(self, info, frame_count: int, strip_frames: int = STRIP_FRAMES):
+    def __init__(self, info, frame_count: int, strip_frames: int = STRIP_FRAMES, worst_frames: int = 0):
         self.info = info
         self.lut = palette_lut(info.palette)
         self.confusion = ConfusionMatrix(info.num_classes)
@@ -222,10 +223,13 @@ class ReplayReport:
         self.labels_resized = 0
         picks = np.linspace(0, max(frame_count - 1, 0), min(strip_frames, frame_count)).round().astype(int)
         self.strip_indices = set(picks.tolist())
-        self.strip: Dict[int, np.ndarray] = {}
+        self.strip: Dict[int, np.ndarray] = {}  # index -> full-size overlay
+        # The labelled frames of lowest pixel accuracy: (pixel accuracy, index, full-size overlay), best last.
+        self.worst_frames = worst_frames
+        self.worst: List[Tuple[float, int, np.ndarray]] = []
 
     def wants_image(self, index: int) -> bool:
-        return index in self.strip_indices
+        return index in self.strip_indices or self.worst_frames > 0
 
     def add(self, prediction: Prediction, label: Optional[np.ndarray] = None) -> None:
         record = {"index": prediction.index, "stamp_ns": prediction.stamp_ns,
@@ -245,11 +249,16 @@ class ReplayReport:
             valid = label < self.info.num_classes
             record["pixel_accuracy"] = float((classes[valid] == label[valid]).mean()) if valid.any() else None
         if classes is not None and prediction.rgb is not None:
-            import cv2
-
-            blend = overlay(prediction.rgb, color_mask(classes, self.lut))
-            width = round(blend.shape[1] * STRIP_HEIGHT / blend.shape[0])
-            self.strip[prediction.index] = cv2.resize(blend, (width, STRIP_HEIGHT), interpolation=cv2.INTER_AREA)
+            accuracy = record["pixel_accuracy"]
+            worst = self.worst_frames and accuracy is not None and (
+                len(self.worst) < self.worst_frames or accuracy < self.worst[-1][0])
+            if prediction.index in self.strip_indices or worst:
+                blend = overlay(prediction.rgb, color_mask(classes, self.lut))
+                if prediction.index in self.strip_indices:
+                    self.strip[prediction.index] = blend
+                if worst:
+                    self.worst = sorted(self.worst + [(accuracy, prediction.index, blend)],
+                                        key=lambda item: item[:2])[:self.worst_frames]
         self.frames.append(record)
 
     def summary(self, wall_time_s: float, labels: LabelMatcher, stamps: FrameStamps, **context) -> dict:
@@ -323,60 +332,112 @@ def replay_offline(bag_path, segmenter, image_topic: Optional[str] = None, label
     """Run every image of the bag through ``segmenter`` back to back (no pacing: this measures the
     core). Latency = decode + segment of one frame. Returns (summary, report)."""
     with BagReader(bag_path) as bag:
-        choice = bag.choose_topics(image_topic, labels_topic)
-        total = bag.frame_count(choice, limit)
-        if total == 0:
-            raise ReplayError(f"no frames on {choice.image} in {bag_path}")
-        check_first_frame(bag, choice, max_pixels)
+        choice, total = open_frames(bag, image_topic, labels_topic, limit, max_pixels)
         report = ReplayReport(segmenter.info, total)
-        matcher = LabelMatcher(choice.labels is not None, report.add)
-        stamps = FrameStamps()
-        progress = tqdm(total=total, desc="offline replay", unit="frame")
-        index, last_bag_time, start = 0, None, time.perf_counter()
-        for message in bag.messages(choice):
-            if index >= total and message.bag_time_ns > last_bag_time:
-                break  # past the last frame and the labels stored beside it
-            if message.kind == "labels":
-                matcher.read_label(message)
-            elif message.kind == "image" and index < total:
-                last_bag_time = message.bag_time_ns
-                key, _ = stamps.next(stamp_ns(message.msg))
-                matcher.add_frame(key)
-                t0 = time.perf_counter()
-                prediction = Prediction(index, key[0], t0 - start, None, occurrence=key[1])
-                try:
-                    rgb = message_to_rgb(message, max_pixels)
-                except FrameError as exc:  # the node would reject it too: a lost frame
-                    tqdm.write(f"frame {index}: {exc}")
-                    matcher.forget(prediction)
-                    report.add(prediction)
-                else:
-                    prediction.classes = segmenter(rgb).classes
-                    prediction.latency_ms = (time.perf_counter() - t0) * 1e3
-                    prediction.rgb = rgb if report.wants_image(index) else None
-                    matcher.add_prediction(prediction)
-                index += 1
-                progress.update()
-        wall = time.perf_counter() - start
-        all_frames_read = index == bag.frame_count(choice)
-        read_late_labels(bag, choice, matcher, last_bag_time, all_frames_read)
-        matcher.finish(all_frames_read)
-        progress.close()
-        info = segmenter.info
-        summary = report.summary(wall, matcher, stamps, mode="offline", bag=str(bag_path),
-                                 image_topic=choice.image, image_type=choice.image_type, labels_topic=choice.labels,
-                                 labels_note=choice.labels_note, labels_candidates=choice.labels_candidates,
-                                 camera_info_topic=choice.camera_info, backend=segmenter.backend.describe(),
-                                 input_size=f"{info.input_width}x{info.input_height}", **context)
+        with tqdm(total=total, desc="offline replay", unit="frame") as progress:
+            run = segment_frames(bag, choice, total, segmenter, report, max_pixels, lambda _: progress.update())
+        summary = offline_summary(bag_path, choice, segmenter, report, run, **context)
     return summary, report
+
+
+def open_frames(bag: BagReader, image_topic: Optional[str], labels_topic: Optional[str], limit: Optional[int],
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[TopicChoice, int]:
+    """(the topics to replay, the number of frames), after checking that the first frame decodes.
+    Says which image topic was picked when the bag has several."""
+    choice = bag.choose_topics(image_topic, labels_topic)
+    if choice.image_note:
+        tqdm.write(f"{bag.path}: {choice.image_note}")
+    total = bag.frame_count(choice, limit)
+    if total == 0:
+        raise ReplayError(f"no frames on {choice.image} in {bag.path}")
+    check_first_frame(bag, choice, max_pixels)
+    return choice, total
+
+
+@dataclass
+class OfflineRun:
+    matcher: LabelMatcher
+    stamps: FrameStamps
+    wall_time_s: float
+
+
+def segment_frames(bag: BagReader, choice: TopicChoice, total: int, segmenter, report: ReplayReport,
+                   max_pixels: int = DEFAULT_MAX_PIXELS,
+                   on_frame: Optional[Callable[[int], None]] = None) -> OfflineRun:
+    """The first ``total`` frames through ``segmenter``, back to back, paired with their labels by
+    stamp into ``report``; ``on_frame(frames done)`` after each frame."""
+    matcher = LabelMatcher(choice.labels is not None, report.add)
+    stamps = FrameStamps()
+    index, last_bag_time, start = 0, None, time.perf_counter()
+    for message in bag.messages(choice):
+        if index >= total and message.bag_time_ns > last_bag_time:
+            break  # past the last frame and the labels stored beside it
+        if message.kind == "labels":
+            matcher.read_label(message)
+        elif message.kind == "image" and index < total:
+            last_bag_time = message.bag_time_ns
+            key, _ = stamps.next(stamp_ns(message.msg))
+            matcher.add_frame(key)
+            t0 = time.perf_counter()
+            prediction = Prediction(index, key[0], t0 - start, None, occurrence=key[1])
+            try:
+                rgb = message_to_rgb(message, max_pixels)
+            except FrameError as exc:  # the node would reject it too: a lost frame
+                tqdm.write(f"frame {index}: {exc}")
+                matcher.forget(prediction)
+                report.add(prediction)
+            else:
+                prediction.classes = segmenter(rgb).classes
+                prediction.latency_ms = (time.perf_counter() - t0) * 1e3
+                prediction.rgb = rgb if report.wants_image(index) else None
+                matcher.add_prediction(prediction)
+            index += 1
+            if on_frame:
+                on_frame(index)
+    wall = time.perf_counter() - start
+    all_frames_read = index == bag.frame_count(choice)
+    read_late_labels(bag, choice, matcher, last_bag_time, all_frames_read)
+    matcher.finish(all_frames_read)
+    return OfflineRun(matcher, stamps, wall)
+
+
+def offline_summary(bag_path, choice: TopicChoice, segmenter, report: ReplayReport, run: OfflineRun,
+                    **context) -> dict:
+    info = segmenter.info
+    return report.summary(run.wall_time_s, run.matcher, run.stamps, mode="offline", bag=str(bag_path),
+                          image_topic=choice.image, image_type=choice.image_type, labels_topic=choice.labels,
+                          labels_note=choice.labels_note, labels_candidates=choice.labels_candidates,
+                          camera_info_topic=choice.camera_info, backend=segmenter.backend.describe(),
+                          input_size=f"{info.input_width}x{info.input_height}", **context)
+
+
+def core_segmenter(backend_name: str, model, device: str, core_params: Dict[str, object]):
+    """The core (``pipeline.Segmenter``) as the node builds it, with the node parameters that change
+    what it computes."""
+    from .backends import create_backend
+    from .pipeline import Segmenter
+
+    width, height = core_params.get("network_image_width"), core_params.get("network_image_height")
+    backend, _ = create_backend(backend_name, model, device=device,
+                                input_size=(height, width) if width else None,
+                                onnx_path=core_params.get("onnx_path") or None,
+                                engine_cache_dir=core_params.get("engine_cache_dir") or None,
+                                precision=core_params.get("precision", "fp32"),
+                                force_engine_update=core_params.get("force_engine_update", False),
+                                cpu_threads=core_params.get("inference_threads", 0),
+                                calibration_data=core_params.get("calibration_data") or None,
+                                cpu_busy_wait=core_params.get("inference_busy_wait", False))
+    return Segmenter(backend, full_resolution_logits=core_params.get("full_resolution_logits", False))
 
 
 # ---------------------------------------------------------------------------------------------
 # writing
 
-def write_report(out_dir, summary: dict, report: ReplayReport, offline: Optional[dict] = None) -> Path:
+def write_report(out_dir, summary: dict, report: ReplayReport, offline: Optional[dict] = None,
+                 frame_pngs: bool = False) -> Path:
     """report.json, report.md and the plots in ``out_dir``; ``offline``: the offline summary of the
-    same frames, shown side by side (its difference to the DDS run is the ROS overhead)."""
+    same frames, shown side by side (its difference to the DDS run is the ROS overhead).
+    ``frame_pngs``: also each strip frame as a full-size PNG in overlays/."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = [summary] + ([offline] if offline else [])
@@ -384,7 +445,9 @@ def write_report(out_dir, summary: dict, report: ReplayReport, offline: Optional
     if summary["per_class_iou"]:
         plots["per_class_iou"] = _plot_iou(summary, out / "per_class_iou.png")
     if report.strip:
-        plots["overlays"] = _write_strip(report.strip, out / "overlays.png")
+        plots["overlays"] = write_strip(report.strip, out / "overlays.png")
+        if frame_pngs:
+            plots["overlay_frames"] = write_frame_pngs(report.strip, out / FRAME_PNGS_DIR)
     for run in runs:
         run["plots"] = plots
     document = {**summary, "offline": offline} if offline else summary
@@ -507,12 +570,40 @@ def _plot_iou(summary: dict, path: Path) -> str:
     return path.name
 
 
-def _write_strip(strip: Dict[int, np.ndarray], path: Path) -> str:
+def write_strip(images: Dict[object, np.ndarray], path: Path, height: int = STRIP_HEIGHT, per_row: int = 3) -> str:
+    """The images, in key order, as thumbnails ``height`` px high, ``per_row`` to a row, in one PNG."""
     import cv2
 
-    row = np.concatenate([strip[i] for i in sorted(strip)], axis=1)
-    cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
+    thumbs = [cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height),
+                         interpolation=cv2.INTER_AREA) for _, image in sorted(images.items(), key=lambda kv: kv[0])]
+    width = max(t.shape[1] for t in thumbs)
+    thumbs = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in thumbs]
+    thumbs += [np.zeros_like(thumbs[0])] * (-len(thumbs) % per_row if len(thumbs) > per_row else 0)
+    rows = [np.concatenate(thumbs[i:i + per_row], axis=1) for i in range(0, len(thumbs), per_row)]
+    _write_png(np.concatenate(rows, axis=0), path)
     return path.name
+
+
+def write_frame_pngs(images: Dict[int, np.ndarray], folder: Path, names: Optional[Dict[int, str]] = None) -> str:
+    """Each image as a full-size PNG in ``folder`` (``frame_<index>.png`` unless ``names`` says)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, image in images.items():
+        _write_png(image, folder / (names[key] if names else f"frame_{key:05d}.png"))
+    return folder.name
+
+
+def _write_png(rgb: np.ndarray, path: Path) -> None:
+    """Written under a private name, then renamed: a reader never sees half a file."""
+    import os
+
+    import cv2
+
+    from .files import private_temp_path
+
+    temp = private_temp_path(path, ".png")
+    if not cv2.imwrite(str(temp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+    os.replace(temp, path)
 
 
 def format_summary(summary: dict) -> str:

@@ -88,6 +88,8 @@ def replay_over_dds(options: ReplayOptions, info) -> Tuple[dict, ReplayReport]:
         raise ReplayError(f"{options.record} exists already; remove it or choose another --record")
     with BagReader(options.bag) as bag:
         choice = bag.choose_topics(options.image_topic, options.labels_topic)
+        if choice.image_note:
+            tqdm.write(f"{options.bag}: {choice.image_note}")
         if bag.frame_count(choice, options.limit) == 0:
             raise ReplayError(f"no frames on {choice.image} in {options.bag}")
         outputs = chosen_outputs(options.outputs, choice.camera_info is not None)
