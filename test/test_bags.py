@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from fcn_segmentation.bags import (BagError, BagReader, BagWriter, CameraModel, message_to_label, message_to_rgb,
-                                   stamp_ns)
+from fcn_segmentation.bags import (BagError, BagReader, BagWriter, CameraModel, _typestore, message_to_label,
+                                   message_to_rgb, stamp_ns)
 from fcn_segmentation.cli import main
 from fcn_segmentation.data import read_label, read_rgb, split_pairs
 
@@ -265,3 +265,123 @@ def test_replay_options_that_cannot_work_are_refused(sample_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert "Traceback" not in err and not (tmp_path / "report" / "node.log").exists()
+
+
+def _pre_foxy_db3(sample_dir, path):
+    """A sqlite3 bag as pre-Foxy rosbag2 and some third-party writers leave it: type names without
+    /msg/ (sensor_msgs/Image), no message definitions stored."""
+    import sqlite3
+
+    assert main(["make-bag", "--data", str(sample_dir), "--out", str(path), "--format", "sqlite3", "--limit", "2"]) == 0
+    (db3,) = path.glob("*.db3")
+    with sqlite3.connect(db3) as db:
+        db.execute("UPDATE topics SET type = replace(type, '/msg/', '/'), type_description_hash = ''")
+        db.execute("DELETE FROM message_definitions")
+    metadata = path / "metadata.yaml"
+    metadata.write_text(metadata.read_text().replace("sensor_msgs/msg/", "sensor_msgs/"))
+    return path
+
+
+def test_type_names_without_msg_are_read(sample_dir, tmp_path):
+    path = _pre_foxy_db3(sample_dir, tmp_path / "dashing")
+    pairs = split_pairs(sample_dir, "val")[:2]
+    with BagReader(path) as bag:
+        assert bag.recorded_topics["/camera/image_raw"] == ("sensor_msgs/Image", 2)
+        for choice in (bag.choose_topics(), bag.choose_topics("/camera/image_raw", "/camera/labels")):
+            assert (choice.image, choice.image_type, choice.labels, choice.camera_info) == (
+                "/camera/image_raw", "sensor_msgs/msg/Image", "/camera/labels", "/camera/camera_info")
+        messages = list(bag.messages(bag.choose_topics()))
+        images = [m for m in messages if m.kind == "image"]
+        for (image_path, label_path), image, label in zip(pairs, images, [m for m in messages if m.kind == "labels"]):
+            np.testing.assert_array_equal(message_to_rgb(image), read_rgb(image_path))
+            np.testing.assert_array_equal(message_to_label(label), read_label(label_path, 256))
+        restamped = bag.restamped_cdr(images[0], 42)
+    again = _typestore().deserialize_cdr(restamped, "sensor_msgs/msg/Image")
+    assert again.header.stamp.nanosec == 42 and again.encoding == images[0].msg.encoding
+
+
+def test_replay_offline_of_a_bag_with_type_names_without_msg(sample_dir, bundled_model, tmp_path):
+    path = _pre_foxy_db3(sample_dir, tmp_path / "dashing")
+    out = tmp_path / "report"
+    assert main(["replay", str(path), "--out", str(out), "--offline", "--model", str(bundled_model)]) == 0
+    import json
+    report = json.loads((out / "report.json").read_text())
+    assert (report["frames_received"], report["frames_labelled"], report["image_type"]) == (
+        2, 2, "sensor_msgs/msg/Image")
+
+
+def _bag_with_an_unknown_image_type(path):
+    """Camera frames under a type this tool does not decode (a theora packet, as theora_image_transport
+    records them), and a log topic."""
+    from rosbags.typesys import get_types_from_msg
+
+    with BagWriter(path) as bag:
+        packet_type = get_types_from_msg("uint8[] data\nint64 granulepos", "theora_image_transport/msg/Packet")
+        bag.typestore.register(packet_type)
+        packet = bag.typestore.types["theora_image_transport/msg/Packet"](data=np.zeros(3, np.uint8), granulepos=0)
+        bag.write("/camera/image_raw/theora", packet, 1)
+        bag.write("/rosout_text", bag.typestore.types["std_msgs/msg/String"](data="hello"), 1)
+
+
+def test_no_image_topic_is_told_apart_from_an_image_type_not_read(tmp_path):
+    unknown = tmp_path / "theora.mcap"
+    _bag_with_an_unknown_image_type(unknown)
+    with BagReader(unknown) as bag, pytest.raises(BagError) as error:
+        bag.choose_topics()
+    message = str(error.value)
+    assert "image topics under a type this tool does not read: /camera/image_raw/theora " \
+           "(theora_image_transport/msg/Packet)" in message
+    assert "no image topic at all" not in message
+    none = tmp_path / "text.mcap"
+    _foreign_bag(none, {"/rosout_text": "other", "/front/camera_info": "info"})
+    with BagReader(none) as bag, pytest.raises(BagError) as error:
+        bag.choose_topics()
+    assert "has no image topic at all" in str(error.value) and "/rosout_text (std_msgs/msg/String" in str(error.value)
+    labels_only = tmp_path / "labels_only.mcap"
+    _foreign_bag(labels_only, {"/cam/labels": "raw"})
+    with BagReader(labels_only) as bag, pytest.raises(BagError) as error:
+        bag.choose_topics()
+    assert "no camera image topic: its image topics (/cam/labels) are named like labels" in str(error.value)
+
+
+def test_a_lone_mcap_of_a_bag_compressed_message_by_message_is_read(tmp_path):
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    from fcn_segmentation.bags import IMAGE
+
+    store = _typestore()
+    rgb = (np.arange(24 * 32 * 3) % 251).astype(np.uint8).reshape(24, 32, 3)
+    folder = tmp_path / "compressed_bag"
+    with BagWriter(tmp_path / "scratch.mcap") as helper:
+        messages = [helper.image(rgb, "rgb8", stamp, "cam") for stamp in (10, 20)]
+    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    with writer:
+        connection = writer.add_connection("/cam/image_raw", IMAGE, typestore=store)
+        for msg in messages:
+            writer.write(connection, stamp_ns(msg), store.serialize_cdr(msg, IMAGE))
+    assert "compression_mode: message" in (folder / "metadata.yaml").read_text()
+    (lone,) = folder.glob("*.mcap")
+    for path in (folder, lone):
+        with BagReader(path) as bag:
+            images = list(bag.messages(bag.choose_topics(), kinds=("image",)))
+        assert [stamp_ns(m.msg) for m in images] == [10, 20]
+        for message in images:
+            np.testing.assert_array_equal(message_to_rgb(message), rgb)
+            assert message.cdr[:1] == b"\x00"  # the CDR, ready to publish, not the compressed bytes
+
+
+def test_the_picked_image_topic_is_printed_when_there_are_several(bundled_model, tmp_path, capsys):
+    path = tmp_path / "twins.mcap"
+    _foreign_bag(path, {"/image": "raw", "/image/compressed": "compressed"})
+    assert main(["replay", str(path), "--out", str(tmp_path / "report"), "--offline",
+                 "--model", str(bundled_model)]) == 0
+    captured = capsys.readouterr()
+    assert ("image topic /image (sensor_msgs/msg/Image) picked among /image, /image/compressed; choose another "
+            "with --topic") in captured.out + captured.err
+    single = tmp_path / "single.mcap"
+    _foreign_bag(single, {"/image": "raw", "/image/labels": "raw"})
+    assert main(["replay", str(single), "--out", str(tmp_path / "report2"), "--offline",
+                 "--model", str(bundled_model)]) == 0
+    captured = capsys.readouterr()
+    assert "picked among" not in captured.out + captured.err

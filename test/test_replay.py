@@ -131,8 +131,24 @@ def test_offline_replay_needs_no_dds_and_scores_the_frames(sample_dir, bundled_m
     assert report["mode"] == "offline" and report["node_exit_code"] is None
     assert [f["index"] for f in report["frames"]] == [0, 1, 2, 3]
     strip = cv2.imread(str(out / "overlays.png"))
-    assert strip.shape[:2] == (180, 4 * 240)  # 4 frames, 480x360 halved
+    assert strip.shape[:2] == (2 * 360, 3 * 480)  # 4 frames at full size, 3 to a row
     assert np.isfinite(report["fps"]) and report["fps"] > 0
+    assert not (out / "overlays").exists()  # one PNG per frame only on request
+
+
+def test_offline_replay_writes_one_full_size_overlay_per_strip_frame_on_request(sample_dir, bundled_model, tmp_path):
+    bag = _make_bag(sample_dir, tmp_path / "camvid.mcap")
+    out = tmp_path / "report"
+    assert main(["replay", str(bag), "--out", str(out), "--model", str(bundled_model), "--offline", "--limit", "2",
+                 "--frame-pngs"]) == 0
+    report = _report(out)
+    assert report["plots"]["overlay_frames"] == "overlays"
+    pngs = sorted((out / "overlays").glob("*.png"))
+    assert [p.name for p in pngs] == ["frame_00000.png", "frame_00001.png"]
+    first = cv2.imread(str(pngs[0]))
+    assert first.shape == (360, 480, 3)
+    strip = cv2.imread(str(out / "overlays.png"))
+    np.testing.assert_array_equal(strip[:, :480], first)  # the strip's thumbnail is the frame itself
 
 
 def test_labels_are_paired_by_stamp_whatever_comes_first():
