@@ -12,9 +12,13 @@ logger = logging.getLogger("fcnseg")
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .train import TrainingError, train
 
-    train(args)
+    try:
+        train(args)
+    except TrainingError as exc:
+        print(f"fcnseg train: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -40,7 +44,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_split, save_examples, write_report
 
     segmenter = _segmenter(args)
-    summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit)
+    summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit, sequences=args.sequences)
     # what produced the numbers: with --onnx (e.g. an INT8 model) the graph, not the .pt's weights
     summary.update(model=str(args.model), onnx=str(args.onnx) if args.onnx else None,
                    backend_requested=args.backend, device_requested=args.device, command=command_line())
@@ -48,7 +52,8 @@ def cmd_evaluate(args) -> int:
         png = write_report(summary, args.json, segmenter.info.class_names)
         logger.info("wrote %s and %s", args.json, png)
     if args.examples:
-        logger.info("wrote %s", save_examples(segmenter, args.data, args.split, args.examples))
+        logger.info("wrote %s", save_examples(segmenter, args.data, args.split, args.examples,
+                                              sequences=args.sequences))
     sizes = " / ".join(f"{count} at {size}" for size, count in summary["image_sizes"].items())
     print(f"{args.split}: {summary['num_images']} images, mIoU {summary['miou']:.4f} at the images' own size "
           f"({sizes}), "
@@ -149,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="IoU, pixel accuracy and confusion matrix on a split")
     evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--split", choices=("train", "val", "test"), default="val")
+    evaluate.add_argument("--split", default="val", help="split(s) to score: val, train, test or several (train,val)")
+    evaluate.add_argument("--sequences", metavar="SEQ[,SEQ]",
+                          help="score only these drives' frames (file names SEQUENCE_frame.png), e.g. the "
+                               "--holdout-sequences of a train run: --split train,val --sequences 0006R0")
     evaluate.add_argument("--json", help="write the summary here (and a PNG beside it)")
     evaluate.add_argument("--limit", type=int, help="only the first N images")
     evaluate.add_argument("--examples", help="also write a PNG of predictions on a few frames here")

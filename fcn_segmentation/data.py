@@ -105,10 +105,17 @@ def median_frequency_weights(labels: List[np.ndarray], num_classes: int) -> np.n
 
 class AugmentedSegmentationSet:
     """Training samples: random scale, random crop (padded with void), horizontal flip and
-    photometric jitter. Images are decoded once and kept in memory (CamVid train is ~200 MB)."""
+    photometric jitter. Images are decoded once and kept in memory (CamVid train is ~200 MB).
+
+    With ``rare_crop_prob`` > 0, that share of crops is centred on a random pixel of one of
+    ``rare_classes`` present in the image (chosen uniformly among those present), so thin and
+    small classes are seen whole and more often; at 0 the random draws are the plain recipe's."""
 
     def __init__(self, pairs, num_classes: int, crop_hw: Tuple[int, int], base_hw: Tuple[int, int],
-                 mean, std, scale_range=(0.75, 1.5), augment: bool = True, seed: int = 0):
+                 mean, std, scale_range=(0.75, 1.5), augment: bool = True, seed: int = 0,
+                 rare_classes: Tuple[int, ...] = (), rare_crop_prob: float = 0.0):
+        if not 0.0 <= rare_crop_prob <= 1.0:
+            raise DatasetError(f"rare crop probability must be in [0, 1], got {rare_crop_prob}")
         self.images = [read_rgb(image) for image, _ in pairs]
         self.labels = [read_label(label, num_classes) for _, label in pairs]
         self.crop_hw, self.base_hw = crop_hw, base_hw
@@ -116,9 +123,22 @@ class AugmentedSegmentationSet:
         self.scale_range = scale_range
         self.augment = augment
         self.rng = random.Random(seed)
+        self.rare_crop_prob = rare_crop_prob if rare_classes else 0.0
+        self.rare_present = [[c for c in rare_classes if (label == c).any()] for label in self.labels] \
+            if self.rare_crop_prob else []
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def rare_crop_centre(self, index: int, label: np.ndarray):
+        """(row, col) of a random pixel of a rare class in ``label`` (the scaled label), drawn with
+        probability ``rare_crop_prob`` when the image has one; else None (and no random draw at 0)."""
+        if not self.rare_crop_prob or not self.rare_present[index] or self.rng.random() >= self.rare_crop_prob:
+            return None
+        pixels = np.flatnonzero(label == self.rng.choice(self.rare_present[index]))
+        if not len(pixels):  # scaled down until it vanished
+            return None
+        return divmod(int(pixels[self.rng.randrange(len(pixels))]), label.shape[1])
 
     def __getitem__(self, index: int):
         image, label = self.images[index], self.labels[index]
@@ -133,8 +153,13 @@ class AugmentedSegmentationSet:
         if pad_h or pad_w:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(127, 127, 127))
             label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
-        top = rng.randint(0, image.shape[0] - crop_h) if self.augment else 0
-        left = rng.randint(0, image.shape[1] - crop_w) if self.augment else 0
+        centre = self.rare_crop_centre(index, label) if self.augment else None
+        if centre is not None:  # the crop holding that pixel nearest its middle
+            top = min(max(centre[0] - crop_h // 2, 0), image.shape[0] - crop_h)
+            left = min(max(centre[1] - crop_w // 2, 0), image.shape[1] - crop_w)
+        else:
+            top = rng.randint(0, image.shape[0] - crop_h) if self.augment else 0
+            left = rng.randint(0, image.shape[1] - crop_w) if self.augment else 0
         image = image[top:top + crop_h, left:left + crop_w]
         label = label[top:top + crop_h, left:left + crop_w]
         if self.augment:

@@ -8,19 +8,21 @@ from typing import Dict, Optional
 import numpy as np
 from tqdm import tqdm
 
-from .data import read_label, read_rgb, split_pairs
+from .data import read_label, read_rgb
 from .metrics import ConfusionMatrix
+from .splits import count_by_sequence, frames, parse_names
 
 
 def evaluate_split(segmenter, data_root, split: str, limit: Optional[int] = None,
-                   progress: bool = True) -> Dict:
+                   progress: bool = True, sequences=None) -> Dict:
     """Score a split at the images' own size (480x360 for CamVid; any size works) with the
     network at its native input size, as deployed. Also scores at the network's size (labels
-    resized nearest), which shows what upsampling the class map costs. Returns the JSON summary."""
+    resized nearest), which shows what upsampling the class map costs. ``split`` may name several
+    (``train,val``); ``sequences`` keeps only those drives' frames. Returns the JSON summary."""
     import cv2
 
     info = segmenter.info
-    pairs = split_pairs(data_root, split)[:limit]
+    pairs = frames(data_root, split, sequences=sequences)[:limit]
     confusion = ConfusionMatrix(info.num_classes)
     confusion_native = ConfusionMatrix(info.num_classes)
     inference_ms = []
@@ -40,6 +42,8 @@ def evaluate_split(segmenter, data_root, split: str, limit: Optional[int] = None
     summary.update({
         "num_images": len(pairs),
         "split": split,
+        "sequences": parse_names(sequences) or None,
+        "images_by_sequence": count_by_sequence(pairs),
         "data": str(data_root),
         "network_input_size": [info.input_width, info.input_height],
         "image_size": list(sizes.most_common(1)[0][0]),
@@ -99,7 +103,7 @@ def plot_confusion_and_iou(matrix: np.ndarray, per_class_iou: Dict, class_names,
     plt.close(fig)
 
 
-def save_examples(segmenter, data_root, split: str, path, count: int = 4) -> Path:
+def save_examples(segmenter, data_root, split: str, path, count: int = 4, sequences=None) -> Path:
     """A PNG grid, one row per frame: image, ground truth, prediction, overlay."""
     import matplotlib
     matplotlib.use("Agg")
@@ -108,7 +112,7 @@ def save_examples(segmenter, data_root, split: str, path, count: int = 4) -> Pat
     from .visualize import color_mask
 
     info = segmenter.info
-    pairs = split_pairs(data_root, split)
+    pairs = frames(data_root, split, sequences=sequences)
     chosen = [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs)))]
     fig, axes = plt.subplots(len(chosen), 4, figsize=(16, 3.1 * len(chosen)), squeeze=False)
     for row, (image_path, label_path) in zip(axes, chosen):

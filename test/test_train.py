@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,78 @@ def test_resume_restores_every_random_state(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_resume_on_the_gpu_restores_the_cpu_and_cuda_random_states(tmp_path):
     _check_resume_restores_every_random_state(tmp_path, "cuda")
+
+
+def test_bf16_is_used_only_where_the_cpu_has_it_and_on_elsewhere_is_an_error(tmp_path):
+    from fcn_segmentation.train import TrainingError, cpu_has_bf16, use_bf16
+
+    cpu = torch.device("cpu")
+    plain, native = tmp_path / "avx2", tmp_path / "amx"
+    plain.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
+    native.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert not cpu_has_bf16(plain) and cpu_has_bf16(native) and not cpu_has_bf16(tmp_path / "absent")
+    assert use_bf16("auto", cpu, native) and not use_bf16("auto", cpu, plain)
+    assert use_bf16("on", cpu, native) and not use_bf16("off", cpu, native)
+    with pytest.raises(TrainingError, match="neither avx512_bf16 nor amx_bf16"):
+        use_bf16("on", cpu, plain)
+    assert not use_bf16("auto", torch.device("cuda"), native), "GPU training stays FP32"
+
+
+def test_bf16_on_without_cpu_support_stops_train_with_the_reason(sample_dir, tmp_path, capsys):
+    from fcn_segmentation.train import cpu_has_bf16
+
+    if cpu_has_bf16():
+        pytest.skip("this CPU has native BF16")
+    assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
+                 "--bf16", "on", "--run-dir", str(tmp_path / "run"), "--input-height", "64", "--input-width", "96",
+                 "--crop-height", "64", "--crop-width", "96"]) == 2
+    assert "neither avx512_bf16 nor amx_bf16" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_hard_pixel_loss_averages_the_hardest_share_of_labelled_pixels():
+    from fcn_segmentation.data import IGNORE_INDEX
+    from fcn_segmentation.train import HardPixelLoss
+
+    torch.manual_seed(0)
+    scores = torch.randn(2, 4, 8, 8)
+    labels = torch.randint(0, 4, (2, 8, 8))
+    labels[0, :2] = IGNORE_INDEX
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.0])
+    per_pixel = torch.nn.functional.cross_entropy(scores, labels, weight=weight, ignore_index=IGNORE_INDEX,
+                                                  reduction="none")[labels != IGNORE_INDEX]
+    assert per_pixel.numel() == 112
+    quarter = HardPixelLoss(0.25, weight, min_kept=1)(scores, labels)
+    torch.testing.assert_close(quarter, per_pixel.sort(descending=True).values[:28].mean())
+    assert quarter > HardPixelLoss(1.0, weight, min_kept=1)(scores, labels)
+    torch.testing.assert_close(HardPixelLoss(1.0, weight, min_kept=1)(scores, labels), per_pixel.mean())
+    torch.testing.assert_close(HardPixelLoss(0.01, weight, min_kept=50)(scores, labels),
+                               per_pixel.sort(descending=True).values[:50].mean())
+    assert HardPixelLoss(0.5)(scores, torch.full_like(labels, IGNORE_INDEX)) == 0
+
+
+def _rare_dataset(sample_dir, prob, seed=0):
+    from fcn_segmentation.data import AugmentedSegmentationSet, split_pairs
+
+    return AugmentedSegmentationSet(split_pairs(sample_dir, "val"), 11, crop_hw=(64, 64), base_hw=(352, 480),
+                                    mean=(127,) * 3, std=(128,) * 3, seed=seed, rare_classes=(9, 10),
+                                    rare_crop_prob=prob)
+
+
+def test_rare_class_crops_hold_a_rare_pixel_and_are_off_by_default(sample_dir):
+    always, never = _rare_dataset(sample_dir, 1.0), _rare_dataset(sample_dir, 0.0)
+    with_rare = [i for i, present in enumerate(always.rare_present) if present]
+    assert with_rare, "the sample has pedestrians or cyclists"
+    # small 64x64 crops of a 480x352 frame: by chance they rarely hold a pedestrian or cyclist pixel
+    hits_rare = sum(bool(np.isin(always[i][1], (9, 10)).any()) for i in with_rare for _ in range(10))
+    hits_plain = sum(bool(np.isin(never[i][1], (9, 10)).any()) for i in with_rare for _ in range(10))
+    assert hits_rare == 10 * len(with_rare) > 2 * hits_plain
+    # off, the dataset draws exactly the plain recipe's random numbers
+    from fcn_segmentation.data import AugmentedSegmentationSet, split_pairs
+
+    plain = AugmentedSegmentationSet(split_pairs(sample_dir, "val"), 11, crop_hw=(64, 64), base_hw=(352, 480),
+                                     mean=(127,) * 3, std=(128,) * 3, seed=0)
+    off = _rare_dataset(sample_dir, 0.0)
+    for i in range(len(plain)):
+        a, b = plain[i], off[i]
+        assert (a[1] == b[1]).all() and (a[0] == b[0]).all()
