@@ -4,6 +4,7 @@ confidence, drivable-area mask and occupancy grid, and diagnostics. Image work h
 
 import array
 import difflib
+import logging
 import signal
 import traceback
 import sys
@@ -27,13 +28,16 @@ from ..backends import BACKEND_NAMES, BackendError, create_backend
 from ..defaults import default_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, class_ids, \
     drivable_mask, scaled_intrinsics
-from ..frames import DEFAULT_MAX_PIXELS, FrameError
+from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, DEFAULT_MIN_CONTRAST, \
+    DEFAULT_MIN_MEAN, ConfidenceMonitor, unsure
+from ..frames import DEFAULT_MAX_PIXELS, FrameError, decode_compressed_frame
 from ..model.fcn import INPUT_MULTIPLE
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
+from ..postprocess import resize_picture
 from ..stats import PipelineStats, SequenceGaps
 from ..visualize import overlay
-from .conversions import array_to_image, compressed_to_rgb, image_to_rgb
+from .conversions import array_to_image, image_to_rgb
 
 NODE_NAME = "fcn_segmentation"
 MAX_CLOSE_KERNEL_PX = 99  # beyond this the closing costs more than the network and erases the road's shape
@@ -138,7 +142,45 @@ PARAMETERS = {
     "stall_timeout": (3.0, "diagnostics report ERROR when a frame has waited or been in work this many seconds",
                       False, _positive),
     "log_throttle_period": (5.0, "seconds between repeated warnings about bad frames", False, _positive),
+    "confidence_low_probability": (DEFAULT_LOW_PROBABILITY, "a pixel whose max softmax probability is below this "
+                                   "is unsure (diagnostics low_confidence_share)", True, _fraction),
+    "confidence_min_mean": (DEFAULT_MIN_MEAN, "diagnostics WARN when the period's mean max softmax probability is "
+                            "below this (CamVid val frames: 0.91-0.94)", True, _fraction),
+    "confidence_max_low_share": (DEFAULT_MAX_LOW_SHARE, "diagnostics WARN when the period's share of unsure pixels "
+                                 "is above this (CamVid val: 0.02-0.05)", True, _fraction),
+    "confidence_min_contrast": (DEFAULT_MIN_CONTRAST, "diagnostics WARN when the picture's grey-level standard "
+                                "deviation is below this (covered, blinded, uniform; CamVid val: 62 or more)", True,
+                                _between(0.0, 255.0)),
+    "confidence_max_noise": (DEFAULT_MAX_NOISE, "diagnostics WARN when neighbouring pixels differ by more than this "
+                             "on average (pixel noise; CamVid: 20 at most)", True, _between(0.0, 255.0)),
 }
+
+
+class _RosLogHandler(logging.Handler):
+    """Python ``logging`` records of the core (``fcn_segmentation.*``: the ONNX export, backend
+    selection, ...) to the node's rclpy logger, so they reach the console and ~/.ros/log."""
+
+    def __init__(self, ros_logger):
+        super().__init__(logging.INFO)
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self.ros_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self.ros_logger.warning(text)
+        else:
+            self.ros_logger.info(text)
+
+
+def _log_core_to(ros_logger) -> None:
+    core = logging.getLogger("fcn_segmentation")
+    for handler in [h for h in core.handlers if isinstance(h, _RosLogHandler)]:
+        core.removeHandler(handler)  # a node made before this one in the same process
+    core.addHandler(_RosLogHandler(ros_logger))
+    core.setLevel(logging.INFO)
+    core.propagate = False  # not a second time through Python's last-resort stderr handler
 
 
 class StartupError(RuntimeError):
@@ -176,6 +218,7 @@ class SegmentationNode(Node):
         if bool(width) != bool(height):
             raise StartupError("set both network_image_width and network_image_height, or neither "
                                f"(got {width}x{height})")
+        _log_core_to(self.get_logger())  # the ONNX export's "exporting ..." / "exported ... in 12.3 s"
         try:
             backend, skipped = create_backend(
                 self.config["backend"], model_path, device=self.config["device"],
@@ -203,6 +246,7 @@ class SegmentationNode(Node):
             f"network input {info.input_width}x{info.input_height}; backend {backend.describe()}")
 
         self.stats = PipelineStats()
+        self.confidence = ConfidenceMonitor()
         self._sequence_gaps = SequenceGaps()
         self._last_warning = {}
         self._camera_info: Optional[CameraInfo] = None
@@ -349,9 +393,18 @@ class SegmentationNode(Node):
         config = self.config
         t0 = time.perf_counter()
         max_pixels = config["max_image_pixels"]
-        rgb = compressed_to_rgb(msg, max_pixels) if isinstance(msg, CompressedImage) else image_to_rgb(msg, max_pixels)
+        if isinstance(msg, CompressedImage):
+            # A large JPEG is decoded at 1/2-1/8 scale, as small as still covers the network input:
+            # work and memory follow the network, the outputs keep the frame's size.
+            info = self.segmenter.info
+            frame = decode_compressed_frame(msg.format, msg.data, max_pixels, (info.input_height, info.input_width))
+            rgb, frame_hw = frame.rgb, (frame.height, frame.width)
+        else:
+            rgb = image_to_rgb(msg, max_pixels)
+            frame_hw = rgb.shape[:2]
         t1 = time.perf_counter()
-        result = self.segmenter(rgb)
+        result = self.segmenter(rgb, frame_hw)  # NaN / inf scores raise: the frame counts as failed
+        self.confidence.add(result.scores, rgb, config["confidence_low_probability"])
         t2 = time.perf_counter()
         header = msg.header
         # Every output is built only while someone subscribes: an unused one costs nothing. The class
@@ -374,7 +427,9 @@ class SegmentationNode(Node):
             if want_colors:
                 self.color_mask_pub.publish(array_to_image(colors, "rgb8", header))
             if want_overlay:
-                self.overlay_pub.publish(array_to_image(overlay(rgb, colors, config["overlay_alpha"]), "rgb8", header))
+                picture = resize_picture(rgb, colors.shape[:2])  # the decoded picture may be smaller
+                self.overlay_pub.publish(array_to_image(overlay(picture, colors, config["overlay_alpha"]), "rgb8",
+                                                        header))
         if config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0:
             self.confidence_pub.publish(array_to_image(result.confidence(), "mono8", header))
         t5 = time.perf_counter()
@@ -459,7 +514,8 @@ class SegmentationNode(Node):
         status = DiagnosticStatus()
         status.name = f"{self.get_fully_qualified_name()}: segmentation"  # unique per camera
         status.hardware_id = self.segmenter.backend.describe()
-        status.level, status.message = self._health(snap)
+        confidence = self.confidence.take()  # the frames segmented since the last message
+        status.level, status.message = self._health(snap, confidence)
         if not self.config["publish_drivable_grid"]:
             grid_state = "disabled"
         elif self._camera_info is None:
@@ -468,7 +524,12 @@ class SegmentationNode(Node):
             grid_state = self._grid_state
         values = {"backend": self.segmenter.backend.describe(), "model": self.model_path,
                   "model_variant": f"{info.variant}/{info.backbone}",
-                  "input_size": f"{info.input_width}x{info.input_height}", "drivable_grid": grid_state, **snap}
+                  "input_size": f"{info.input_width}x{info.input_height}", "drivable_grid": grid_state, **snap,
+                  "confidence_frames": confidence.frames if confidence else 0,
+                  "confidence_mean": confidence.mean if confidence else float("nan"),
+                  "low_confidence_share": confidence.low_share if confidence else float("nan"),
+                  "picture_contrast": confidence.contrast if confidence else float("nan"),
+                  "picture_noise": confidence.noise if confidence else float("nan")}
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         array_msg = DiagnosticArray()
@@ -476,9 +537,10 @@ class SegmentationNode(Node):
         array_msg.status = [status]
         self.diagnostics_pub.publish(array_msg)
 
-    def _health(self, snap):
+    def _health(self, snap, confidence=None):
         """Level and message from what happened since the last diagnostics message (one bad frame an
-        hour ago is not a warning now), and ERROR while the pipeline is stuck."""
+        hour ago is not a warning now), and ERROR while the pipeline is stuck. ``confidence``: the
+        ConfidenceSummary of the frames since then (WARN when the network is unsure)."""
         previous, self._previous_snapshot = self._previous_snapshot, snap
         since = {k: snap[k] - (previous[k] if previous else 0) for k in ("failed", "rejected", "grid_failed")}
         now = time.monotonic()
@@ -494,6 +556,12 @@ class SegmentationNode(Node):
             return DiagnosticStatus.WARN, f"{since['rejected']} frames rejected (see the log for why)"
         if since["grid_failed"]:
             return DiagnosticStatus.WARN, f"drivable grid failed {since['grid_failed']} times: {self._grid_state}"
+        config = self.config
+        doubt = unsure(confidence, config["confidence_min_mean"], config["confidence_max_low_share"],
+                       config["confidence_low_probability"], config["confidence_min_contrast"],
+                       config["confidence_max_noise"])
+        if doubt:
+            return DiagnosticStatus.WARN, doubt
         if snap["received"] == 0:
             return DiagnosticStatus.OK, f"waiting for images on {self.image_sub.topic_name}"
         return DiagnosticStatus.OK, f"{snap['fps']:.1f} fps"
