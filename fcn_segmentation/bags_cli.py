@@ -92,6 +92,7 @@ def add_bag_commands(subparsers) -> None:
     replay.set_defaults(func=cmd_replay)
 
     add_fleet_command(subparsers)
+    add_fleet_scaling_command(subparsers)
 
 
 def cmd_make_bag(args) -> int:
@@ -269,3 +270,60 @@ def cmd_evaluate_bags(args) -> int:
     print(format_fleet_summary(report))
     print(f"report: {path}")
     return 1 if report["bags_failed"] or not report["frames"] else 0
+
+
+def add_fleet_scaling_command(subparsers) -> None:
+    from .backends import BACKEND_NAMES
+    from .cli import parse_size
+
+    scaling = subparsers.add_parser(
+        "fleet-scaling", help="frames/s of evaluate-bags with 1 and 2 Ray workers on the same bags, and a fleet "
+                              "estimate",
+        description="Evaluates the same bags with 1 worker and with 2 workers (alternating, --repeats times each) in "
+                    "a local Ray, reports frames/s, speedup and efficiency, and estimates on paper what N machines "
+                    "would take for a fleet (--fleet-bags bags of --bag-seconds at --rate). A benchmark: other "
+                    "load on the machine lowers the figures (the load average is recorded).")
+    scaling.add_argument("bags", nargs="+", metavar="BAG_OR_FOLDER")
+    scaling.add_argument("--out", required=True, help="JSON file to write")
+    scaling.add_argument("--repeats", type=int, default=2)
+    scaling.add_argument("--threads-per-worker", type=int, default=1)
+    scaling.add_argument("--limit", type=int, help="only the first N frames of each bag")
+    scaling.add_argument("--fleet-bags", type=int, default=1000)
+    scaling.add_argument("--bag-seconds", type=float, default=60.0)
+    scaling.add_argument("--rate", type=float, default=10.0, help="the fleet's camera rate in Hz (default 10)")
+    scaling.add_argument("--machine-cores", type=int,
+                         help="cores of each machine of the estimate (default: this one's)")
+    scaling.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    scaling.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
+    scaling.add_argument("--input-size", type=parse_size, metavar="WxH")
+    scaling.set_defaults(func=cmd_fleet_scaling)
+
+
+def cmd_fleet_scaling(args) -> int:
+    import json
+    import os
+
+    from .cli import command_line
+    from .files import private_temp_path
+    from .fleet import FleetError, FleetOptions, find_bags, format_scaling, scaling_benchmark
+
+    core_params = {}
+    if args.input_size:
+        core_params["network_image_height"], core_params["network_image_width"] = args.input_size
+    options = FleetOptions(str(Path(args.model).resolve()), args.backend, "cpu", core_params,
+                           args.threads_per_worker, limit=args.limit, worst_frames=0)
+    try:
+        result = scaling_benchmark(find_bags(args.bags), options, args.repeats, args.fleet_bags, args.bag_seconds,
+                                   args.rate, args.machine_cores)
+    except FleetError as exc:
+        print(f"fcnseg fleet-scaling: error: {exc}", file=sys.stderr)
+        return 2
+    result = {"command": command_line(), **result}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = private_temp_path(out)
+    temp.write_text(json.dumps(result, indent=2))
+    os.replace(temp, out)
+    print(format_scaling(result))
+    print(f"written: {out}")
+    return 0

@@ -9,6 +9,7 @@ Ray is optional: it is imported only here, when a fleet is evaluated."""
 import json
 import os
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,11 +92,13 @@ class Progress:
 class BagWorker:
     """Ray actor: the core loaded once, whole bags evaluated one after another."""
 
-    def __init__(self, options: FleetOptions, progress=None):
+    def __init__(self, options: FleetOptions, progress_actor: Optional[str] = None):
+        import ray
         import torch
 
         self.options = options
-        self.progress = progress
+        # By name, not by handle: arguments Ray keeps in its object store could be gone when it restarts us.
+        self.progress = ray.get_actor(progress_actor) if progress_actor else None
         threads = options.threads_per_worker
         torch.set_num_threads(threads)
         self.segmenter = core_segmenter(options.backend, options.model, options.device,
@@ -176,12 +179,16 @@ def evaluate_fleet(bags: Sequence[Path], options: FleetOptions, workers: int = 2
             raise FleetError(f"{workers} workers x {options.threads_per_worker} threads need "
                              f"{workers * options.threads_per_worker} CPUs; the Ray cluster has {cpus:g}")
         counts = [bag_frames(path, options) for path in bags]
-        progress_actor = ray.remote(num_cpus=0)(Progress).remote()
+        progress_name = f"fcnseg-progress-{uuid.uuid4().hex}"
+        progress_actor = ray.remote(num_cpus=0)(Progress).options(name=progress_name).remote()
         actor_class = ray.remote(num_cpus=options.threads_per_worker, max_restarts=-1,
                                  max_task_retries=MAX_TASK_RETRIES)(worker_class)
         start = time.perf_counter()
-        actors = [actor_class.remote(options, progress_actor) for _ in range(min(workers, len(bags)))]
-        first_pids = set(ray.get([actor.pid.remote() for actor in actors]))  # the models are loaded
+        actors = [actor_class.remote(options, progress_name) for _ in range(min(workers, len(bags)))]
+        try:
+            first_pids = set(ray.get([actor.pid.remote() for actor in actors]))  # the models are loaded
+        except ray.exceptions.RayError as exc:
+            raise FleetError(f"the workers could not start: {exc}") from exc
         startup = time.perf_counter() - start
         start = time.perf_counter()
         results, pids = _dispatch(ray, actors, progress_actor, [str(b) for b in bags], counts, on_progress,
@@ -384,4 +391,91 @@ def format_fleet_summary(report: dict) -> str:
         lines.append(f"mIoU on {report['frames_labelled']} labelled frames: {report['miou']:.3f} "
                      f"(pixel accuracy {report['pixel_accuracy']:.3f})")
     lines += [f"failed: {f['bag']}: {f['error']}" for f in report["bags_failed"]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# scaling benchmark
+
+def scaling_benchmark(bags: Sequence[Path], options: FleetOptions, repeats: int = 2, fleet_bags: int = 1000,
+                      bag_seconds: float = 60.0, rate_hz: float = 10.0,
+                      machine_cores: Optional[int] = None) -> dict:
+    """frames/s of 1 worker and of 2 workers (``options.threads_per_worker`` threads each) on the same
+    bags, alternating, ``repeats`` times each, in one local Ray on this machine's cores; the speedup,
+    the efficiency and, on paper, what N such machines would take for a fleet of ``fleet_bags`` bags
+    of ``bag_seconds`` at ``rate_hz`` (bags as units: the last round of bags counts whole)."""
+    ray = import_ray()
+    cores = os.cpu_count() or 1
+    if 2 * options.threads_per_worker > cores:
+        raise FleetError(f"2 workers x {options.threads_per_worker} threads need {2 * options.threads_per_worker} "
+                         f"CPUs; this machine has {cores}")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    load_before = os.getloadavg()
+    runs = []
+    try:
+        for repeat in range(repeats):
+            for workers in ((1, 2) if repeat % 2 == 0 else (2, 1)):
+                run = evaluate_fleet(bags, options, workers, show_progress=False)
+                failed = [r["bag"] for r in run.results if "error" in r]
+                if failed:
+                    raise FleetError(f"bags that could not be evaluated: {', '.join(failed)}")
+                frames = sum(r["frames_sent"] for r in run.results)
+                runs.append({"workers": workers, "frames": frames, "wall_time_s": round(run.wall_time_s, 3),
+                             "fps": frames / run.wall_time_s, "startup_s": round(run.startup_s, 3)})
+                tqdm.write(f"{workers} worker(s): {frames} frames in {run.wall_time_s:.2f} s, "
+                           f"{frames / run.wall_time_s:.2f} frames/s")
+    finally:
+        if started_here:
+            ray.shutdown()
+    fps = {w: float(np.median([r["fps"] for r in runs if r["workers"] == w])) for w in (1, 2)}
+    speedup = fps[2] / fps[1]
+    per_worker = fps[2] / 2  # two workers side by side: the contention of a loaded machine included
+    workers_per_machine = max(1, (machine_cores or cores) // options.threads_per_worker)
+    frames_per_bag = round(bag_seconds * rate_hz)
+    estimate = []
+    for machines in (1, 2, 4, 8, 16, 32, 64, 128):
+        workers = machines * workers_per_machine
+        hours = -(-fleet_bags // workers) * frames_per_bag / per_worker / 3600
+        estimate.append({"machines": machines, "workers": workers, "hours": round(hours, 3),
+                         "fleet_frames_per_s": round(fleet_bags * frames_per_bag / hours / 3600, 1)})
+    return {"bags": [str(b) for b in bags], "frames": runs[0]["frames"],
+            "threads_per_worker": options.threads_per_worker, "model": options.model, "backend": options.backend,
+            "runs": runs,
+            "fps_1_worker": fps[1], "fps_2_workers": fps[2], "speedup": speedup, "efficiency": speedup / 2,
+            "host": host_description(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "fleet": {"bags": fleet_bags, "bag_seconds": bag_seconds, "rate_hz": rate_hz,
+                      "frames": fleet_bags * frames_per_bag, "machine_cores": machine_cores or cores,
+                      "workers_per_machine": workers_per_machine, "frames_per_s_per_worker": per_worker,
+                      "estimate": estimate}}
+
+
+def host_description() -> dict:
+    """CPU model, cores and whether it has AVX2 / AVX-512 (from /proc/cpuinfo, Linux)."""
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "avx2": "avx2" in flags, "avx512f": "avx512f" in flags}
+
+
+def format_scaling(result: dict) -> str:
+    fleet = result["fleet"]
+    lines = [f"{result['frames']} frames, {result['threads_per_worker']} thread(s) per worker, on "
+             f"{result['host']['cpu']} ({result['host']['cores']} cores); load average before "
+             f"{result['load_average_before'][0]:.2f}, after {result['load_average_after'][0]:.2f}",
+             f"1 worker: {result['fps_1_worker']:.2f} frames/s; 2 workers: {result['fps_2_workers']:.2f} frames/s; "
+             f"speedup {result['speedup']:.2f}x, efficiency {100 * result['efficiency']:.0f}%",
+             f"on paper, {fleet['bags']} bags of {fleet['bag_seconds']:g} s at {fleet['rate_hz']:g} Hz "
+             f"({fleet['frames']} frames), {fleet['workers_per_machine']} workers per {fleet['machine_cores']}-core "
+             f"machine at {fleet['frames_per_s_per_worker']:.2f} frames/s each:"]
+    lines += [f"  {row['machines']:4d} machines: {row['hours']:8.2f} h ({row['fleet_frames_per_s']:.0f} frames/s)"
+              for row in fleet["estimate"]]
     return "\n".join(lines)
