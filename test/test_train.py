@@ -176,3 +176,16 @@ def test_rare_class_crops_hold_a_rare_pixel_and_are_off_by_default(sample_dir):
     for i in range(len(plain)):
         a, b = plain[i], off[i]
         assert (a[1] == b[1]).all() and (a[0] == b[0]).all()
+
+
+def test_train_with_rare_crops_and_hard_pixel_mining_records_them(sample_dir, tmp_path):
+    out = tmp_path / "m.pt"
+    assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
+                 "--batch-size", "3", "--input-height", "64", "--input-width", "96", "--crop-height", "64",
+                 "--crop-width", "96", "--rare-crop-prob", "0.5", "--hard-pixel-fraction", "0.25", "--bf16", "auto",
+                 "--run-dir", str(tmp_path / "run"), "--out", str(out), "--threads", "2"]) == 0
+    _, info = load_model_file(out)
+    recorded = info.training["args"]
+    assert (recorded["rare_crop_prob"], recorded["hard_pixel_fraction"], recorded["bf16"]) == (0.5, 0.25, "auto")
+    assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--epochs", "1",
+                 "--rare-classes", "Pole,Lamppost", "--rare-crop-prob", "0.5", "--run-dir", str(tmp_path / "bad")]) == 2
