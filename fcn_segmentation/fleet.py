@@ -22,8 +22,9 @@ from .bags import STORAGE_SUFFIXES, BagError, BagReader
 from .files import private_temp_path
 from .frames import DEFAULT_MAX_PIXELS, FrameError
 from .metrics import ConfusionMatrix
-from .replay_report import (LATENCY_PERCENTILES, STRIP_HEIGHT, ReplayError, ReplayReport, core_segmenter,
-                            offline_summary, open_frames, segment_frames, write_frame_pngs, write_strip)
+from .replay_report import (STRIP_HEIGHT, ReplayError, ReplayReport, _fmt, _plot_iou, core_segmenter,
+                            latency_summary, offline_summary, open_frames, segment_frames, write_frame_pngs,
+                            write_strip)
 
 RAY_INSTALL_HINT = ("Ray is not installed; install it with `pip install 'ray==2.60.*'` (or `pip install -r "
                     "requirements.txt`, the standalone set-up)")
@@ -93,6 +94,7 @@ class BagWorker:
     """Ray actor: the core loaded once, whole bags evaluated one after another."""
 
     def __init__(self, options: FleetOptions, progress_actor: Optional[str] = None):
+        import cv2
         import ray
         import torch
 
@@ -101,6 +103,7 @@ class BagWorker:
         self.progress = ray.get_actor(progress_actor) if progress_actor else None
         threads = options.threads_per_worker
         torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)  # decoding and resizing stay on the worker's CPUs too
         self.segmenter = core_segmenter(options.backend, options.model, options.device,
                                         {**options.core_params, "inference_threads": threads})
 
@@ -259,7 +262,7 @@ def merge(run: FleetRun) -> dict:
     report = {
         "bags": len(run.bags), "bags_evaluated": len(good), "bags_failed": failed,
         "frames": frames, "frames_labelled": labelled, "frames_failed": sum(r["frames_dropped"] for r in good),
-        "latency_ms": _latency(latencies),
+        "latency_ms": latency_summary(latencies),
         "fps": frames / run.wall_time_s if run.wall_time_s > 0 else None, "wall_time_s": round(run.wall_time_s, 3),
         "workers": run.workers, "threads_per_worker": run.threads_per_worker, "ray_address": run.ray_address,
         "workers_restarted": run.workers_restarted, "startup_s": round(run.startup_s, 3),
@@ -282,12 +285,6 @@ def worst_frames(run: FleetRun, count: int) -> List[Tuple[float, str, int, np.nd
     return sorted(frames, key=lambda f: f[:3])[:count]
 
 
-def _latency(samples: np.ndarray) -> dict:
-    return {**{f"p{p}": float(np.percentile(samples, p)) if samples.size else None for p in LATENCY_PERCENTILES},
-            "max": float(samples.max()) if samples.size else None,
-            "mean": float(samples.mean()) if samples.size else None}
-
-
 def _bag_row(result: dict) -> dict:
     if "error" in result:
         return {"bag": result["bag"], "error": result["error"]}
@@ -304,8 +301,6 @@ def write_fleet_report(out_dir, report: dict, worst: List[Tuple[float, str, int,
     """report.json, report.md, per_class_iou.png and worst_frames.png (and with ``frame_pngs`` each worst
     frame full size in worst_frames/) in ``out_dir``, every file written whole under a private name
     and then renamed, after the whole run: an interrupted run leaves none of them half done."""
-    from .replay_report import _plot_iou
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = {}
@@ -332,10 +327,6 @@ def _write_text(path: Path, text: str) -> None:
     temp = private_temp_path(path)
     temp.write_text(text)
     os.replace(temp, path)
-
-
-def _fmt(value, digits=1, suffix="") -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
 
 
 def fleet_markdown(report: dict) -> str:
@@ -434,12 +425,9 @@ def scaling_benchmark(bags: Sequence[Path], options: FleetOptions, repeats: int 
     per_worker = fps[2] / 2  # two workers side by side: the contention of a loaded machine included
     workers_per_machine = max(1, (machine_cores or cores) // options.threads_per_worker)
     frames_per_bag = round(bag_seconds * rate_hz)
-    estimate = []
-    for machines in (1, 2, 4, 8, 16, 32, 64, 128):
-        workers = machines * workers_per_machine
-        hours = -(-fleet_bags // workers) * frames_per_bag / per_worker / 3600
-        estimate.append({"machines": machines, "workers": workers, "hours": round(hours, 3),
-                         "fleet_frames_per_s": round(fleet_bags * frames_per_bag / hours / 3600, 1)})
+    estimate = fleet_estimate(fleet_bags, frames_per_bag, workers_per_machine, per_worker)
+    # Upper bound: every worker as fast as one alone on this machine (efficiency 100 %).
+    unloaded = fleet_estimate(fleet_bags, frames_per_bag, workers_per_machine, fps[1])
     return {"bags": [str(b) for b in bags], "frames": runs[0]["frames"],
             "threads_per_worker": options.threads_per_worker, "model": options.model, "backend": options.backend,
             "runs": runs,
@@ -448,7 +436,20 @@ def scaling_benchmark(bags: Sequence[Path], options: FleetOptions, repeats: int 
             "fleet": {"bags": fleet_bags, "bag_seconds": bag_seconds, "rate_hz": rate_hz,
                       "frames": fleet_bags * frames_per_bag, "machine_cores": machine_cores or cores,
                       "workers_per_machine": workers_per_machine, "frames_per_s_per_worker": per_worker,
-                      "estimate": estimate}}
+                      "estimate": estimate, "estimate_at_one_worker_rate": unloaded}}
+
+
+def fleet_estimate(bags: int, frames_per_bag: int, workers_per_machine: int, frames_per_s_per_worker: float,
+                   machine_counts=(1, 2, 4, 8, 16, 32, 64, 128)) -> List[dict]:
+    """Hours for ``bags`` equal bags on N machines, bags as units: ceil(bags / workers) rounds of one
+    bag per worker (Ray's per-bag scheduling, milliseconds, and reading the bags not counted)."""
+    rows = []
+    for machines in machine_counts:
+        workers = machines * workers_per_machine
+        hours = -(-bags // workers) * frames_per_bag / frames_per_s_per_worker / 3600
+        rows.append({"machines": machines, "workers": workers, "hours": round(hours, 3),
+                     "fleet_frames_per_s": round(bags * frames_per_bag / hours / 3600, 1)})
+    return rows
 
 
 def host_description() -> dict:
@@ -476,6 +477,7 @@ def format_scaling(result: dict) -> str:
              f"on paper, {fleet['bags']} bags of {fleet['bag_seconds']:g} s at {fleet['rate_hz']:g} Hz "
              f"({fleet['frames']} frames), {fleet['workers_per_machine']} workers per {fleet['machine_cores']}-core "
              f"machine at {fleet['frames_per_s_per_worker']:.2f} frames/s each:"]
-    lines += [f"  {row['machines']:4d} machines: {row['hours']:8.2f} h ({row['fleet_frames_per_s']:.0f} frames/s)"
-              for row in fleet["estimate"]]
+    lines += [f"  {row['machines']:4d} machines: {row['hours']:8.2f} h ({row['fleet_frames_per_s']:.0f} frames/s); "
+              f"at one worker's rate: {bound['hours']:.2f} h"
+              for row, bound in zip(fleet["estimate"], fleet["estimate_at_one_worker_rate"])]
     return "\n".join(lines)

@@ -274,10 +274,7 @@ class ReplayReport:
             "frames_restamped": stamps.restamped if context.get("mode") == "dds" else 0,
             "labels_read": labels.labels_read, "labels_unmatched": labels.labels_unmatched,
             "labels_unreadable": labels.labels_unreadable, "labels_resized": self.labels_resized,
-            "latency_ms": {**{f"p{p}": float(np.percentile(latencies, p)) if latencies.size else None
-                              for p in LATENCY_PERCENTILES},
-                           "max": float(latencies.max()) if latencies.size else None,
-                           "mean": float(latencies.mean()) if latencies.size else None},
+            "latency_ms": latency_summary(latencies),
             "fps": received / wall_time_s if wall_time_s > 0 else None,
             "wall_time_s": round(wall_time_s, 3),
             "miou": None, "pixel_accuracy": None, "per_class_iou": {}, "confusion_matrix": None,
@@ -289,6 +286,13 @@ class ReplayReport:
         summary["warnings"] = _warnings(summary, labels.first_unreadable)
         summary["frames"] = frames
         return summary
+
+
+def latency_summary(samples: np.ndarray) -> Dict[str, Optional[float]]:
+    """Percentiles, max and mean of latency samples (ms); None where there are none."""
+    return {**{f"p{p}": float(np.percentile(samples, p)) if samples.size else None for p in LATENCY_PERCENTILES},
+            "max": float(samples.max()) if samples.size else None,
+            "mean": float(samples.mean()) if samples.size else None}
 
 
 def _warnings(summary: dict, first_unreadable: Optional[str]) -> List[str]:

@@ -174,3 +174,19 @@ def test_without_ray_the_command_says_how_to_install_it(fleet_bags, bundled_mode
     err = capsys.readouterr().err
     assert "Ray is not installed" in err and "pip install 'ray==2.60.*'" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_scaling_benchmark_times_one_and_two_workers_on_the_same_frames(local_ray, fleet_bags, bundled_model):
+    from fcn_segmentation.fleet import scaling_benchmark
+
+    result = scaling_benchmark(fleet_bags[0], FleetOptions(str(bundled_model), worst_frames=0), repeats=1,
+                               fleet_bags=10, bag_seconds=2, rate_hz=10, machine_cores=4)
+    assert [(r["workers"], r["frames"]) for r in result["runs"]] == [(1, 9), (2, 9)]
+    assert result["speedup"] == pytest.approx(result["fps_2_workers"] / result["fps_1_worker"])
+    assert result["efficiency"] == pytest.approx(result["speedup"] / 2)
+    fleet = result["fleet"]
+    assert (fleet["frames"], fleet["workers_per_machine"]) == (200, 4)
+    one, two = fleet["estimate"][:2]  # 10 bags of 20 frames: 3 rounds on 4 workers, 2 rounds on 8
+    assert one["hours"] == pytest.approx(3 * 20 / fleet["frames_per_s_per_worker"] / 3600, abs=1e-3)
+    assert two["hours"] == pytest.approx(2 * 20 / fleet["frames_per_s_per_worker"] / 3600, abs=1e-3)
+    assert result["host"]["cores"] == os.cpu_count()
