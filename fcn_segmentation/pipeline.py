@@ -29,8 +29,9 @@ class NonFiniteScoresError(RuntimeError):
 
 
 # full_resolution_logits: scores resized whole up to this size (bytes); larger frames are resized and
-# argmaxed in bands of rows, so a 4096 x 4096 frame never holds C x 4096 x 4096 floats at once.
-FULL_RESOLUTION_SCORES_MAX_BYTES = 64 * 1024 * 1024
+# argmaxed in bands of rows, so a 4096 x 4096 frame never holds C x 4096 x 4096 floats at once
+# (738 MB for 11 classes; a band is 32 MB).
+FULL_RESOLUTION_SCORES_MAX_BYTES = 32 * 1024 * 1024
 
 
 class Segmenter:

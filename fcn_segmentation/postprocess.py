@@ -66,6 +66,7 @@ def full_resolution_classes(scores: np.ndarray, size_hw: Tuple[int, int], max_by
         blended = hwc[low[rows]] * (1 - w) + hwc[high[rows]] * w  # (band, w, C): rows done
         wide = cv2.resize(blended, (width, blended.shape[0]), interpolation=cv2.INTER_LINEAR)
         classes[rows] = np.argmax(wide.reshape(blended.shape[0], width, channels), axis=2)
+        del blended, wide  # before the next band's are made: one band at a time
     return classes
 
 
