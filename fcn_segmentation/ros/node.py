@@ -178,9 +178,15 @@ def _log_core_to(ros_logger) -> None:
     core = logging.getLogger("fcn_segmentation")
     for handler in [h for h in core.handlers if isinstance(h, _RosLogHandler)]:
         core.removeHandler(handler)  # a node made before this one in the same process
-    core.addHandler(_RosLogHandler(ros_logger))
-    core.setLevel(logging.INFO)
-    core.propagate = False  # not a second time through Python's last-resort stderr handler
+    core.addHandler(_RosLogHandler(ros_logger))  # with a handler here, Python's last-resort one stays silent
+    if core.getEffectiveLevel() > logging.INFO:
+        core.setLevel(logging.INFO)
+
+
+def _stop_logging_core_to(ros_logger) -> None:
+    core = logging.getLogger("fcn_segmentation")
+    for handler in [h for h in core.handlers if isinstance(h, _RosLogHandler) and h.ros_logger is ros_logger]:
+        core.removeHandler(handler)
 
 
 class StartupError(RuntimeError):
@@ -567,6 +573,7 @@ class SegmentationNode(Node):
         return DiagnosticStatus.OK, f"{snap['fps']:.1f} fps"
 
     def destroy_node(self):
+        _stop_logging_core_to(self.get_logger())
         with self._slot_lock:
             self._stopping = True
             self._slot_lock.notify_all()
