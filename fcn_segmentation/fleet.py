@@ -115,6 +115,7 @@ class BagWorker:
         frames; ``{"bag", "error"}`` when it cannot be read."""
         options = self.options
         max_pixels = options.core_params.get("max_image_pixels", DEFAULT_MAX_PIXELS)
+        cpu_start = time.process_time()
         try:
             with BagReader(bag_path) as bag:
                 choice, total = open_frames(bag, options.image_topic, options.labels_topic, options.limit,
@@ -128,6 +129,7 @@ class BagWorker:
         summary["worst"] = report.worst
         summary["class_names"] = list(self.segmenter.info.class_names)
         summary["worker_pid"] = os.getpid()
+        summary["worker_cpu_s"] = time.process_time() - cpu_start  # all the process's threads
         return summary
 
     def _on_frame(self, bag_index: int) -> Optional[Callable[[int], None]]:
@@ -413,15 +415,23 @@ def scaling_benchmark(bags: Sequence[Path], options: FleetOptions, repeats: int 
                 if failed:
                     raise FleetError(f"bags that could not be evaluated: {', '.join(failed)}")
                 frames = sum(r["frames_sent"] for r in run.results)
+                cpu = sum(r["worker_cpu_s"] for r in run.results)
+                # CPU seconds the workers got per second of wall time: below the workers' count, other
+                # processes had the cores part of the time.
                 runs.append({"workers": workers, "frames": frames, "wall_time_s": round(run.wall_time_s, 3),
-                             "fps": frames / run.wall_time_s, "startup_s": round(run.startup_s, 3)})
+                             "fps": frames / run.wall_time_s, "startup_s": round(run.startup_s, 3),
+                             "worker_cpu_per_wall_s": round(cpu / run.wall_time_s, 3)})
                 tqdm.write(f"{workers} worker(s): {frames} frames in {run.wall_time_s:.2f} s, "
-                           f"{frames / run.wall_time_s:.2f} frames/s")
+                           f"{frames / run.wall_time_s:.2f} frames/s, the workers had "
+                           f"{cpu / run.wall_time_s:.2f} CPUs on average")
     finally:
         if started_here:
             ray.shutdown()
     fps = {w: float(np.median([r["fps"] for r in runs if r["workers"] == w])) for w in (1, 2)}
     speedup = fps[2] / fps[1]
+    # Frames per CPU second the workers really got: what the scaling is once other load is taken out.
+    per_cpu = {w: float(np.median([r["fps"] / r["worker_cpu_per_wall_s"] for r in runs if r["workers"] == w]))
+               for w in (1, 2)}
     per_worker = fps[2] / 2  # two workers side by side: the contention of a loaded machine included
     workers_per_machine = max(1, (machine_cores or cores) // options.threads_per_worker)
     frames_per_bag = round(bag_seconds * rate_hz)
@@ -432,6 +442,8 @@ def scaling_benchmark(bags: Sequence[Path], options: FleetOptions, repeats: int 
             "threads_per_worker": options.threads_per_worker, "model": options.model, "backend": options.backend,
             "runs": runs,
             "fps_1_worker": fps[1], "fps_2_workers": fps[2], "speedup": speedup, "efficiency": speedup / 2,
+            "frames_per_cpu_s_1_worker": per_cpu[1], "frames_per_cpu_s_2_workers": per_cpu[2],
+            "efficiency_per_cpu_s": per_cpu[2] / per_cpu[1],
             "host": host_description(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "fleet": {"bags": fleet_bags, "bag_seconds": bag_seconds, "rate_hz": rate_hz,
                       "frames": fleet_bags * frames_per_bag, "machine_cores": machine_cores or cores,
@@ -474,6 +486,9 @@ def format_scaling(result: dict) -> str:
              f"{result['load_average_before'][0]:.2f}, after {result['load_average_after'][0]:.2f}",
              f"1 worker: {result['fps_1_worker']:.2f} frames/s; 2 workers: {result['fps_2_workers']:.2f} frames/s; "
              f"speedup {result['speedup']:.2f}x, efficiency {100 * result['efficiency']:.0f}%",
+             f"frames per CPU second the workers got: {result['frames_per_cpu_s_1_worker']:.2f} (1 worker), "
+             f"{result['frames_per_cpu_s_2_workers']:.2f} (2 workers): {100 * result['efficiency_per_cpu_s']:.0f}% "
+             "once other load is taken out",
              f"on paper, {fleet['bags']} bags of {fleet['bag_seconds']:g} s at {fleet['rate_hz']:g} Hz "
              f"({fleet['frames']} frames), {fleet['workers_per_machine']} workers per {fleet['machine_cores']}-core "
              f"machine at {fleet['frames_per_s_per_worker']:.2f} frames/s each:"]

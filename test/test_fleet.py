@@ -184,6 +184,9 @@ def test_the_scaling_benchmark_times_one_and_two_workers_on_the_same_frames(loca
     assert [(r["workers"], r["frames"]) for r in result["runs"]] == [(1, 9), (2, 9)]
     assert result["speedup"] == pytest.approx(result["fps_2_workers"] / result["fps_1_worker"])
     assert result["efficiency"] == pytest.approx(result["speedup"] / 2)
+    assert all(0 < r["worker_cpu_per_wall_s"] <= r["workers"] * 1.5 for r in result["runs"])  # 1 thread each
+    assert result["efficiency_per_cpu_s"] == pytest.approx(
+        result["frames_per_cpu_s_2_workers"] / result["frames_per_cpu_s_1_worker"])
     fleet = result["fleet"]
     assert (fleet["frames"], fleet["workers_per_machine"]) == (200, 4)
     one, two = fleet["estimate"][:2]  # 10 bags of 20 frames: 3 rounds on 4 workers, 2 rounds on 8
