@@ -115,6 +115,13 @@ OPENCV_DISTORTION_LENGTHS = (4, 5, 8, 12, 14)
 # camera_info distortion_model -> the D lengths it takes, the usual one first. An empty D means no distortion.
 DISTORTION_MODELS = {"plumb_bob": (5, 4, 8, 12, 14), "rational_polynomial": (8, 12, 14)}
 
+MAX_DISTORTION_LENGTH = max(OPENCV_DISTORTION_LENGTHS)
+# A camera_info's declared size: no camera has 65536 pixels on a side (4294967295 is an unset uint32).
+MAX_CAMERA_INFO_SIDE = 65535
+# A pinhole camera sees less than 180 degrees; K whose focal length gives more than this field of view
+# (fx = 1e-300, or fx in other units than pixels) would project every grid cell onto one pixel.
+MAX_FIELD_OF_VIEW_DEG = 179.0
+
 _MIN_DEPTH = 1e-6  # metres along the optical axis; nearer points count as behind the camera
 # Undistortion is iterative; OpenCV's default 5 iterations leave tenths of a pixel near the corners of a strong
 # lens, a good share of the round-trip tolerance below.
@@ -137,6 +144,19 @@ def _intrinsics_error(k: np.ndarray) -> Optional[str]:
     return None
 
 
+def field_of_view_error(k, width: int, height: int) -> Optional[str]:
+    """Why K (positive fx, fy) cannot be a pinhole camera for width x height images, or None: its
+    field of view would exceed MAX_FIELD_OF_VIEW_DEG (fx = 1e-300, or a declared size far larger
+    than the images, which scales fx down to almost nothing)."""
+    k = np.asarray(k, np.float64).ravel()
+    fov_x, fov_y = (math.degrees(2 * math.atan(side / (2 * f))) for side, f in ((width, k[0]), (height, k[4])))
+    if max(fov_x, fov_y) > MAX_FIELD_OF_VIEW_DEG:
+        return (f"K's focal length (fx {k[0]:g}, fy {k[4]:g} pixels) gives a field of view of {fov_x:.1f} x "
+                f"{fov_y:.1f} degrees for {width}x{height} images, more than a pinhole camera sees "
+                f"({MAX_FIELD_OF_VIEW_DEG:g}): check K (pixels) and the image size")
+    return None
+
+
 def camera_info_error(k, d, distortion_model: str, width: int, height: int) -> Optional[str]:
     """Why a sensor_msgs/CameraInfo cannot be used for the ground projection, or None if it can.
 
@@ -155,6 +175,13 @@ def camera_info_error(k, d, distortion_model: str, width: int, height: int) -> O
         return error
     if width <= 0 or height <= 0:
         return f"the image size is {width}x{height}; camera_info must give the size it was calibrated at"
+    if width > MAX_CAMERA_INFO_SIDE or height > MAX_CAMERA_INFO_SIDE:
+        return f"the image size is {width}x{height}: more than {MAX_CAMERA_INFO_SIDE} pixels on a side"
+    error = field_of_view_error(k, width, height)
+    if error:
+        return error
+    if d.size > MAX_DISTORTION_LENGTH:
+        return f"D has {d.size} coefficients; no distortion model takes more than {MAX_DISTORTION_LENGTH}"
     if distortion_model and distortion_model not in DISTORTION_MODELS:
         return (f"distortion model '{distortion_model}' is not supported; plumb_bob and rational_polynomial are "
                 "(fisheye models such as equidistant are not)")
@@ -169,6 +196,15 @@ def camera_info_error(k, d, distortion_model: str, width: int, height: int) -> O
         others = ", ".join(str(n) for n in lengths[1:-1]) + f" or {lengths[-1]}"
         return f"{distortion_model} takes {lengths[0]} coefficients (OpenCV also {others}); D has {d.size}"
     return None
+
+
+def camera_info_key(k, d, distortion_model: str, width: int, height: int) -> tuple:
+    """What decides whether a camera_info can be used and how: equal for the same calibration, also
+    when K or D hold NaN (compared as bytes), and cheap for any D: one longer than any distortion
+    model takes is refused whatever it holds, so only its length counts (a D of millions of values
+    is not copied per frame)."""
+    d_key = np.asarray(d, np.float64).tobytes() if len(d) <= MAX_DISTORTION_LENGTH else ("length", len(d))
+    return np.asarray(k, np.float64).tobytes(), d_key, distortion_model, width, height
 
 
 def _distortion_coefficients(distortion) -> Optional[np.ndarray]:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fcn_segmentation.drivable import (FREE, OCCUPIED, UNKNOWN, CameraMount, GridSpec, GroundGridProjector,
-                                       MaskCleaning, camera_info_error, class_ids, drivable_mask, grid_image,
-                                       project_to_image, scaled_intrinsics)
+                                       MaskCleaning, camera_info_error, camera_info_key, class_ids, drivable_mask,
+                                       field_of_view_error, grid_image, project_to_image, scaled_intrinsics)
 
 K = np.array([[500.0, 0, 240], [0, 500.0, 180], [0, 0, 1]])
 K_ROS = [500.0, 0, 240, 0, 500.0, 180, 0, 0, 1]  # the same, as camera_info's row-major list
@@ -239,6 +239,11 @@ def test_a_camera_info_that_passes_the_check_builds_a_projector(model, d):
     (K_ROS, [-0.3, math.inf, 0.0, 0.0, 0.0], "plumb_bob", 480, 360, "D has non-finite values"),
     (K_ROS, [-0.3, 0.1, 0.0, 0.0, 0.0], "", 480, 360, "D has 5 coefficients but distortion_model is empty"),
     (["a"] * 9, [], "", 480, 360, "K and D must be lists of numbers"),
+    # issue 17 item 10: these projected every cell onto one pixel (an all-occupied grid), or cost a copy of D
+    ([1e-300, 0, 240, 0, 1e-300, 180, 0, 0, 1], [], "", 480, 360, "more than a pinhole camera sees (179)"),
+    ([1.0, 0, 240, 0, 1.0, 180, 0, 0, 1], [], "", 480, 360, "field of view of 179.5 x 179.4 degrees"),
+    (K_ROS, [], "", 4294967295, 4294967295, "the image size is 4294967295x4294967295: more than 65535"),
+    (K_ROS, [0.0] * 4_000_000, "", 480, 360, "D has 4000000 coefficients; no distortion model takes more than 14"),
 ])
 def test_camera_info_problems_are_named(k, d, model, width, height, problem):
     error = camera_info_error(k, d, model, width, height)
@@ -254,3 +259,26 @@ def test_the_projector_raises_value_error_not_cv2_error_for_what_the_check_rejec
         GroundGridProjector(K, (360, 480), CameraMount(), GridSpec(resolution=1.0), np.array([math.nan] * 5))
     with pytest.raises(ValueError, match="image size is 0x0"):
         GroundGridProjector(K, (0, 0), CameraMount(), GridSpec(resolution=1.0))
+
+
+def test_a_wide_but_real_lens_passes_the_field_of_view_check():
+    # 170 degrees across 480 pixels: fx = 240 / tan(85 degrees) = 21 pixels
+    fx = 240 / math.tan(math.radians(85))
+    assert field_of_view_error([fx, 0, 240, 0, fx, 180, 0, 0, 1], 480, 360) is None
+
+
+def test_the_camera_info_key_is_equal_for_nan_and_does_not_copy_a_huge_d():
+    import time
+
+    k = [math.nan, 0, 240, 0, 500.0, 180, 0, 0, 1]
+    assert camera_info_key(k, [0.0] * 5, "plumb_bob", 480, 360) == camera_info_key(list(k), [0.0] * 5, "plumb_bob",
+                                                                                   480, 360)
+    assert camera_info_key(K_ROS, [0.1] * 5, "plumb_bob", 480, 360) != camera_info_key(K_ROS, [0.2] * 5, "plumb_bob",
+                                                                                       480, 360)
+    import array
+    huge = array.array("d", bytes(8 * 4_000_000))  # what rclpy gives for a float64[] field
+    start = time.perf_counter()
+    for _ in range(100):
+        key = camera_info_key(K_ROS, huge, "", 480, 360)
+    assert (time.perf_counter() - start) / 100 < 1e-3, "the key of a 4-million-value D is its length, not a copy"
+    assert key == camera_info_key(K_ROS, array.array("d", [1.0] * 4_000_000), "", 480, 360)  # refused alike

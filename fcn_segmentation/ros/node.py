@@ -17,7 +17,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -26,8 +27,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..backends import BACKEND_NAMES, BackendError, create_backend
 from ..defaults import default_model_path
-from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, class_ids, \
-    drivable_mask, scaled_intrinsics
+from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, camera_info_key, \
+    class_ids, drivable_mask, field_of_view_error, scaled_intrinsics
 from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, DEFAULT_MIN_CONTRAST, \
     DEFAULT_MIN_MEAN, ConfidenceMonitor, unsure
 from ..frames import DEFAULT_MAX_PIXELS, FrameError, decode_compressed_frame
@@ -38,9 +39,12 @@ from ..postprocess import resize_picture
 from ..stats import PipelineStats, SequenceGaps
 from ..visualize import overlay
 from .conversions import array_to_image, image_to_rgb
+from .parameter_services import guard_parameter_services
+from .parameters import capped_threads, grid_error, value_error
 
 NODE_NAME = "fcn_segmentation"
 MAX_CLOSE_KERNEL_PX = 99  # beyond this the closing costs more than the network and erases the road's shape
+MISSED_WARN_SHARE = 0.2  # diagnostics WARN when more of the frames published in a period never arrived
 MAX_GRID_CELLS = 4_000_000  # e.g. 200 m x 200 m at 0.1 m; more is a typo in the resolution, not a map
 # Parameters rclpy declares itself, and the prefix of its QoS overrides: not ours to check.
 RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")
@@ -156,6 +160,12 @@ PARAMETERS = {
 }
 
 
+def _example(default) -> str:
+    if isinstance(default, list):
+        return "[" + ", ".join(str(v) for v in default) + "]"
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
 class _RosLogHandler(logging.Handler):
     """Python ``logging`` records of the core (``fcn_segmentation.*``: the ONNX export, backend
     selection, ...) to the node's rclpy logger, so they reach the console and ~/.ros/log."""
@@ -196,6 +206,7 @@ class StartupError(RuntimeError):
 class SegmentationNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        guard_parameter_services(self)  # a malformed SetParameters request is refused, never a crash
         self._slot_lock = threading.Condition()
         self._pending = None  # (message, receive time) of the newest unprocessed frame
         self._waiting_since: Optional[float] = None  # when the slot last went from empty to full
@@ -211,14 +222,21 @@ class SegmentationNode(Node):
                                              dynamic_typing=isinstance(default, float))
             try:
                 self.declare_parameter(name, default, descriptor)
+                value = self.get_parameter(name).value
+            except ParameterUninitializedException as exc:  # `-p name:=[]`: a list of no known type
+                raise StartupError(f"parameter '{name}' has no value (an empty list?); give e.g. "
+                                   f"{name}:={_example(default)}") from exc
             except ParameterException as exc:  # e.g. a YAML value of the wrong type
                 raise StartupError(f"parameter '{name}': {exc}") from exc
-            value = self.get_parameter(name).value
             error = self._check_parameter(name, value)
             if error:
                 raise StartupError(error)
             self.config[name] = float(value) if isinstance(default, float) else value
 
+        threads, warning = capped_threads(self.config["inference_threads"])
+        if warning:
+            self.get_logger().warning(warning)
+            self.config["inference_threads"] = threads
         model_path = self.config["model_path"] or str(default_model_path())
         width, height = self.config["network_image_width"], self.config["network_image_height"]
         if bool(width) != bool(height):
@@ -258,6 +276,7 @@ class SegmentationNode(Node):
         self._camera_info: Optional[CameraInfo] = None
         self._projector: Optional[GroundGridProjector] = None
         self._projector_key = None
+        self._projector_info: Optional[CameraInfo] = None  # the message the key was made from
         self._projector_error = ""  # why the current camera_info gives no projector
         self.mount = CameraMount(height=self.config["camera_height"], pitch=self.config["camera_pitch"],
                                  roll=self.config["camera_roll"], yaw=self.config["camera_yaw"],
@@ -265,10 +284,10 @@ class SegmentationNode(Node):
         self.grid_spec = GridSpec(self.config["grid_resolution"], self.config["grid_range_ahead"],
                                   self.config["grid_width"])
         rows, columns = self.grid_spec.cells
-        if rows * columns > MAX_GRID_CELLS:
-            raise StartupError(f"the drivable grid would have {columns}x{rows} cells (grid_range_ahead / "
-                               f"grid_resolution x grid_width / grid_resolution), more than {MAX_GRID_CELLS}: "
-                               "check grid_resolution (metres per cell)")
+        error = grid_error(self.grid_spec.resolution, self.grid_spec.range_ahead, self.grid_spec.width, columns,
+                           rows, MAX_GRID_CELLS)
+        if error:
+            raise StartupError(error)
         self._grid_state = "waiting for the first image"
         self._previous_snapshot = None  # diagnostics' counters last time: the level reflects what happened since
 
@@ -298,7 +317,10 @@ class SegmentationNode(Node):
         self.get_logger().info(f"listening on {self.image_sub.topic_name} and {self.camera_info_sub.topic_name} "
                                f"({self.config['qos_reliability']})")
 
-        self.diagnostics_timer = self.create_timer(self.config["diagnostics_period"], self.diagnostics_callback)
+        # On the steady clock: with use_sim_time and no /clock (yet), ROS time stands still, and a timer
+        # on it would never fire; diagnostics must go on saying what the node sees.
+        self.diagnostics_timer = self.create_timer(self.config["diagnostics_period"], self.diagnostics_callback,
+                                                   clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._worker = threading.Thread(target=self._work_loop, name="segmentation_worker", daemon=True)
         self._worker.start()
 
@@ -329,6 +351,9 @@ class SegmentationNode(Node):
                     class_ids(value, self.segmenter.info.class_names)
                 except ValueError as exc:
                     return f"parameter 'drivable_classes': {exc}"
+        bounds_error = value_error(name, value)  # non-finite and absurd values (parameters.py)
+        if bounds_error:
+            return bounds_error
         error = validator(value) if validator else None
         return f"parameter '{name}' is {value!r}: {error}" if error else None
 
@@ -473,21 +498,33 @@ class SegmentationNode(Node):
         if info is None:  # diagnostics say so (they check _camera_info themselves)
             return None
         topic = self.camera_info_sub.topic_name
-        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height, tuple(image_hw))
+        image_hw = tuple(image_hw)
+        # The same message as last frame: nothing to compare. A new one (drivers resend it with every
+        # image): compared by a key that is equal also for NaN in K and cheap for a huge D.
+        same = info is self._projector_info and image_hw == self._projector_key[-1]
+        key = self._projector_key if same else \
+            (*camera_info_key(info.k, info.d, info.distortion_model, info.width, info.height), image_hw)
+        self._projector_info = info
         if key == self._projector_key:
             if self._projector is None:  # the state may have said "no subscriber" since
                 self._grid_state = self._projector_error
             return self._projector
         self._projector, self._projector_key = None, key  # a bad camera_info is judged once, not per frame
         error = camera_info_error(info.k, info.d, info.distortion_model, info.width, info.height)
+        K = None
+        if not error:
+            K = scaled_intrinsics(np.asarray(info.k, np.float64).reshape(3, 3), (info.height, info.width), image_hw)
+            scaled_error = field_of_view_error(K, image_hw[1], image_hw[0])
+            if scaled_error:
+                error = f"declared size {info.width}x{info.height}, scaled to the {image_hw[1]}x{image_hw[0]} " \
+                        f"images: {scaled_error}"
         if error:
             self._projector_error = self._grid_state = f"not published: camera_info on {topic}: {error}"
             self.get_logger().warning(f"camera_info on {topic}: {error}; the drivable grid is not published "
                                       "until a usable one arrives")
             return None
-        K = scaled_intrinsics(np.asarray(info.k, np.float64).reshape(3, 3), (info.height, info.width), image_hw)
         distortion = np.asarray(info.d, np.float64) if len(info.d) else None
-        self._projector = GroundGridProjector(K, tuple(image_hw), self.mount, self.grid_spec, distortion)
+        self._projector = GroundGridProjector(K, image_hw, self.mount, self.grid_spec, distortion)
         self.get_logger().info(f"ground projection built for {image_hw[1]}x{image_hw[0]} images "
                                f"(fx {K[0, 0]:.1f}), {len(self._projector.seen_cells)} cells in view")
         return self._projector
@@ -548,7 +585,8 @@ class SegmentationNode(Node):
         hour ago is not a warning now), and ERROR while the pipeline is stuck. ``confidence``: the
         ConfidenceSummary of the frames since then (WARN when the network is unsure)."""
         previous, self._previous_snapshot = self._previous_snapshot, snap
-        since = {k: snap[k] - (previous[k] if previous else 0) for k in ("failed", "rejected", "grid_failed")}
+        since = {k: snap[k] - (previous[k] if previous else 0)
+                 for k in ("failed", "rejected", "grid_failed", "missed", "received")}
         now = time.monotonic()
         stuck_for = max(now - self._in_work_since if self._in_work_since is not None else 0.0,
                         now - self._waiting_since if self._pending is not None and self._waiting_since else 0.0)
@@ -562,6 +600,11 @@ class SegmentationNode(Node):
             return DiagnosticStatus.WARN, f"{since['rejected']} frames rejected (see the log for why)"
         if since["grid_failed"]:
             return DiagnosticStatus.WARN, f"drivable grid failed {since['grid_failed']} times: {self._grid_state}"
+        published = since["missed"] + since["received"]
+        if published and since["missed"] > MISSED_WARN_SHARE * published:
+            return DiagnosticStatus.WARN, (f"{since['missed']} of {published} frames published since the last "
+                                           "message never reached the node (missed: lost by DDS or replaced in "
+                                           "its queue)")
         config = self.config
         doubt = unsure(confidence, config["confidence_min_mean"], config["confidence_max_low_share"],
                        config["confidence_low_probability"], config["confidence_min_contrast"],
@@ -583,16 +626,16 @@ class SegmentationNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
     node: Optional[SegmentationNode] = None
+    code = 0
     try:
+        _init_rclpy(args)
         node = _start_node()
-        if node is None:
-            return 0  # asked to stop while starting
-        rclpy.spin(node)
+        if node is not None:  # None: asked to stop while starting
+            rclpy.spin(node)
     except StartupError as exc:
         print(f"[{NODE_NAME}] startup error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -604,7 +647,24 @@ def main(args=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
         _ignore_stop_signals()
-    return 0
+    return code
+
+
+def _init_rclpy(args) -> None:
+    """rclpy.init, whose errors (a params file that is missing, not YAML, mixes types in a list or
+    lacks ros__parameters; `-p name` without a value; a log folder it cannot create) are startup
+    errors: their text names the file or argument."""
+    try:
+        rclpy.init(args=args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        text = str(exc).split(", at /")[0]  # rcl appends the C source lines of the error
+        hint = ("check ROS_LOG_DIR / ROS_HOME (the log folder must be writable)" if "log" in text.lower()
+                and "params" not in text.lower() and "parameter" not in text.lower() else
+                "check the --params-file and -p arguments (a params file needs '<node name>: ros__parameters:' "
+                "and lists of one type)")
+        raise StartupError(f"ROS could not start: {text}; {hint}") from None
 
 
 def _start_node() -> Optional[SegmentationNode]:
@@ -629,8 +689,16 @@ def _start_node() -> Optional[SegmentationNode]:
 
 
 def _ignore_stop_signals() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    """From here on SIGINT and SIGTERM are ignored (also while the interpreter exits, which would
+    otherwise restore the default handlers: exit -2 or -15). A stop signal whose Python handler
+    runs in this very moment raises KeyboardInterrupt here: it is the stop being carried out."""
+    for _ in range(5):
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 if __name__ == "__main__":
