@@ -7,7 +7,10 @@ The camera publishes /<camera>/image_raw and /<camera>/camera_info; the node run
 empty keep the value from the params file; `--show-args` lists them all.
 """
 
+import hashlib
+import os
 import tempfile
+from pathlib import Path
 
 import yaml
 from launch import LaunchDescription
@@ -22,6 +25,10 @@ NODE_NAME = "fcn_segmentation"  # also the params file's section name
 # Launch arguments that, when not empty, override the node parameter of the same name.
 PARAMETER_ARGUMENTS = ("backend", "model_path", "engine_cache_dir", "use_sim_time")
 DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+# dds_profile:=none: leave the environment as it is (ros2 launch refuses an empty `dds_profile:=`).
+DDS_PROFILE_NONE = "none"
+# Booleans and log levels as ROS tutorials write them (True, FALSE, WARN, Info): the choices list every
+# spelling for `ros2 launch`, which compares them exactly; launch_node reads them in lower case.
 
 ARGUMENTS = [
     DeclareLaunchArgument(
@@ -48,14 +55,16 @@ ARGUMENTS = [
     DeclareLaunchArgument(
         "engine_cache_dir", default_value="", description="TensorRT engine cache folder; empty = the params file's"),
     DeclareLaunchArgument(
-        "use_sim_time", default_value="", choices=["", "true", "false"],
+        "use_sim_time", default_value="", choices=["", "true", "false", "True", "False", "TRUE", "FALSE"],
         description="take the node's time from /clock (simulation, bag replay); empty = the params file's "
                     "(default false)"),
     DeclareLaunchArgument(
-        "log_level", default_value="info", choices=["debug", "info", "warn", "error", "fatal"],
+        "log_level", default_value="info",
+        choices=["debug", "info", "warn", "error", "fatal", "Debug", "Info", "Warn", "Error", "Fatal",
+                 "DEBUG", "INFO", "WARN", "ERROR", "FATAL"],
         description="log level of the node"),
     DeclareLaunchArgument(
-        "respawn", default_value="false", choices=["true", "false"],
+        "respawn", default_value="false", choices=["true", "false", "True", "False", "TRUE", "FALSE"],
         description="start the node again whenever it exits (a startup error then repeats every respawn_delay)"),
     DeclareLaunchArgument(
         "respawn_delay", default_value="2.0", description="seconds to wait before a respawn"),
@@ -65,7 +74,7 @@ ARGUMENTS = [
             [FindPackageShare(PACKAGE), "config", "fastdds_large_images.xml"])),
         description="Fast DDS XML profile for the node (sets FASTDDS_DEFAULT_PROFILES_FILE); default: the "
                     "environment's, else the package's, whose shared-memory segment fits camera images; "
-                    "empty = leave the environment as it is"),
+                    "none = leave the environment as it is; a file that does not exist is an error"),
 ]
 
 
@@ -80,9 +89,35 @@ def params_file_for_node(params_file: str, node_fqn: str) -> str:
     shared = _node_parameters(params_file, NODE_NAME, sections.pop(NODE_NAME))
     specific = _node_parameters(params_file, node_fqn, sections.get(node_fqn, {"ros__parameters": {}}))
     sections[node_fqn] = {"ros__parameters": {**shared, **specific}}
-    with tempfile.NamedTemporaryFile("w", prefix=f"{NODE_NAME}_", suffix=".yaml", delete=False) as out:
-        yaml.safe_dump(sections, out)
-    return out.name
+    return _write_once(yaml.safe_dump(sections))
+
+
+def _write_once(text: str) -> str:
+    """The path of a file holding ``text``: one file per content (named by its hash), in a folder of
+    this user's, so launches do not pile up files (the node, and each respawn, reads it as it starts:
+    it must outlive the launch, and the next launch with the same content reuses it)."""
+    folder = Path(tempfile.gettempdir()) / f"{NODE_NAME}_params_{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.is_symlink() or folder.stat().st_uid != os.getuid():
+        raise RuntimeError(f"{folder} is not this user's own folder; remove it")
+    path = folder / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.is_file() or path.read_text() != text:
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as out:
+            out.write(text)
+        os.replace(out.name, path)  # whole, also for a launch reading it at the same time
+    return str(path)
+
+
+def dds_environment(dds_profile: str) -> dict:
+    """The node's extra environment for the dds_profile argument; a file that does not exist is an
+    error (Fast DDS would run with its defaults without a word)."""
+    if not dds_profile or dds_profile.lower() == DDS_PROFILE_NONE:
+        return {}
+    if not os.path.isfile(dds_profile):
+        source = f" (from ${DDS_PROFILE_VARIABLE})" if os.environ.get(DDS_PROFILE_VARIABLE) == dds_profile else ""
+        raise RuntimeError(f"dds_profile {dds_profile}{source} does not exist; give an existing Fast DDS XML "
+                           f"file, or dds_profile:={DDS_PROFILE_NONE} to leave the environment as it is")
+    return {DDS_PROFILE_VARIABLE: dds_profile}
 
 
 def _node_parameters(params_file: str, section: str, content) -> dict:
@@ -103,21 +138,21 @@ def launch_node(context):
     namespace = "/" + (arg("namespace") or camera).strip("/")
     overrides = {name: ParameterValue(arg(name), value_type=str) for name in PARAMETER_ARGUMENTS if arg(name)}
     if "use_sim_time" in overrides:
-        overrides["use_sim_time"] = arg("use_sim_time") == "true"
+        overrides["use_sim_time"] = arg("use_sim_time").lower() == "true"
     params_file = params_file_for_node(arg("params_file"), namespace.rstrip("/") + "/" + NODE_NAME)
     try:
         respawn_delay = float(arg("respawn_delay"))
     except ValueError:
         raise ValueError(f"respawn_delay must be a number of seconds, got '{arg('respawn_delay')}'") from None
-    dds_profile = arg("dds_profile")
+    environment = dds_environment(arg("dds_profile"))
     return [Node(
         package=PACKAGE, executable="segmentation_node", name=NODE_NAME, namespace=namespace,
-        additional_env={DDS_PROFILE_VARIABLE: dds_profile} if dds_profile else None,
+        additional_env=environment or None,
         parameters=[params_file] + ([overrides] if overrides else []),
         remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed"),
                     ("camera_info", arg("camera_info_topic") or f"/{camera}/camera_info")],
-        ros_arguments=["--log-level", arg("log_level")],
-        respawn=arg("respawn") == "true", respawn_delay=respawn_delay, output="screen")]
+        ros_arguments=["--log-level", arg("log_level").lower()],
+        respawn=arg("respawn").lower() == "true", respawn_delay=respawn_delay, output="screen")]
 
 
 def generate_launch_description():

@@ -121,18 +121,84 @@ def node_environment(node, context) -> dict:
 
 
 def test_dds_profile_is_the_packaged_one_unless_the_environment_or_argument_names_another(package_share,
-                                                                                          monkeypatch):
+                                                                                          monkeypatch, tmp_path):
+    car, stack = tmp_path / "car.xml", tmp_path / "stack.xml"
+    car.write_text("<dds/>")
+    stack.write_text("<dds/>")
     monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
     (node,), context = launched_nodes(SEG_LAUNCH, camera="front")
     assert node_environment(node, context) == {
         "FASTDDS_DEFAULT_PROFILES_FILE": str(package_share / "config" / "fastdds_large_images.xml")}
-    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", dds_profile="/etc/dds/car.xml")
-    assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/car.xml"}
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", dds_profile=str(car))
+    assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": str(car)}
     (node,), context = launched_nodes(SEG_LAUNCH, camera="front", dds_profile="")
     assert node_environment(node, context) == {}
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/etc/dds/stack.xml")
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(stack))
     (node,), context = launched_nodes(SEG_LAUNCH, camera="front")
-    assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/dds/stack.xml"}
+    assert node_environment(node, context) == {"FASTDDS_DEFAULT_PROFILES_FILE": str(stack)}
+
+
+@pytest.mark.parametrize("spelling", ["none", "None", "NONE"])
+def test_dds_profile_none_leaves_the_environment_as_it_is(package_share, monkeypatch, spelling):
+    """`ros2 launch` refuses an empty `dds_profile:=`; `dds_profile:=none` is how to say it."""
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", dds_profile=spelling)
+    assert node_environment(node, context) == {}
+    assert node.additional_env is None
+
+
+@pytest.mark.parametrize("from_environment", [False, True])
+def test_a_dds_profile_that_does_not_exist_is_an_error(package_share, monkeypatch, from_environment):
+    missing = "/nonexistent/dds/car.xml"
+    if from_environment:
+        monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", missing)
+        arguments = {}
+    else:
+        arguments = {"dds_profile": missing}
+    with pytest.raises(RuntimeError, match=f"dds_profile {missing}.* does not exist; .*dds_profile:=none"):
+        launched_nodes(SEG_LAUNCH, camera="front", **arguments)
+
+
+def respawns(node, context) -> bool:
+    """What ExecuteLocal respawns on (private to it: no public accessor)."""
+    value = node._ExecuteLocal__respawn
+    if isinstance(value, bool):
+        return value
+    from launch.utilities.type_utils import perform_typed_substitution
+    return perform_typed_substitution(context, value, bool)
+
+
+@pytest.mark.parametrize("true, false, level", [("True", "False", "WARN"), ("TRUE", "FALSE", "Info"),
+                                                ("true", "false", "Debug")])
+def test_booleans_and_log_levels_take_the_usual_spellings(package_share, true, false, level):
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", use_sim_time=true, respawn=true, log_level=level)
+    assert params_files(node, context)[1]["/front/fcn_segmentation"]["ros__parameters"]["use_sim_time"] is True
+    assert respawns(node, context) is True
+    tokens = command_line(node, context)
+    assert tokens[tokens.index("--log-level") + 1] == level.lower()
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="front", use_sim_time=false, respawn=false)
+    assert params_files(node, context)[1]["/front/fcn_segmentation"]["ros__parameters"]["use_sim_time"] is False
+    assert respawns(node, context) is False
+
+
+def test_launches_do_not_pile_up_params_files(package_share, tmp_path, monkeypatch):
+    """Each launch passes the node a re-keyed copy of the params file: one file per content, reused,
+    not one new /tmp file per start."""
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    paths = set()
+    for _ in range(5):
+        (node,), context = launched_nodes(SEG_LAUNCH, camera="front")
+        tokens = command_line(node, context)
+        paths.add(tokens[tokens.index("--params-file") + 1])
+    (node,), context = launched_nodes(SEG_LAUNCH, camera="rear")
+    tokens = command_line(node, context)
+    paths.add(tokens[tokens.index("--params-file") + 1])
+    written = sorted(str(p) for p in tmp_path.rglob("*.yaml"))
+    assert len(paths) == 2 and sorted(paths) == written, (paths, written)
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_a_given_params_file_keeps_its_other_sections(tmp_path, package_share):

@@ -20,6 +20,7 @@ PACKAGE = ElementTree.parse(ROOT / "package.xml").getroot().findtext("name")
 # Arguments with a fixed set of values; "" (keep the params file's value) may be added to them.
 ENUM_ARGUMENTS = {"backend": set(BACKEND_NAMES), "log_level": {"debug", "info", "warn", "error", "fatal"},
                   "use_sim_time": {"true", "false"}, "respawn": {"true", "false"}}
+SPELLED_ARGUMENTS = ("log_level", "use_sim_time", "respawn")
 ROS_BUILT_IN_PARAMETERS = {"use_sim_time"}  # declared by every rclpy node
 
 
@@ -96,7 +97,11 @@ def test_every_argument_has_a_description_and_enum_arguments_have_choices(path):
         if name in ENUM_ARGUMENTS:
             assert "choices" in kwargs, f"{name}: no choices"
             choices = ast.literal_eval(kwargs["choices"])
-            assert set(choices) - {""} == ENUM_ARGUMENTS[name], f"{name}: choices {choices}"
+            # booleans and log levels in every usual spelling (True, FALSE, WARN, Info)
+            assert {c.lower() for c in choices} - {""} == ENUM_ARGUMENTS[name], f"{name}: choices {choices}"
+            if name in SPELLED_ARGUMENTS:
+                assert set(choices) >= {s for word in ENUM_ARGUMENTS[name]
+                                        for s in (word, word.capitalize(), word.upper())}, f"{name}: {choices}"
             assert ast.literal_eval(kwargs["default_value"]) in choices, f"{name}: default not among the choices"
 
 
