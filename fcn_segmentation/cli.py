@@ -28,7 +28,8 @@ def _segmenter(args):
 
     backend, skipped = create_backend(args.backend, args.model, device=args.device,
                                       input_size=getattr(args, "input_size", None),
-                                      onnx_path=getattr(args, "onnx", None))
+                                      onnx_path=getattr(args, "onnx", None), precision=args.precision,
+                                      calibration_data=args.calibration_data, cpu_threads=args.threads)
     for reason in skipped:
         logger.info("backend not used: %s", reason)
     logger.info("backend: %s", backend.describe())
@@ -47,7 +48,8 @@ def cmd_evaluate(args) -> int:
     summary = evaluate_split(segmenter, args.data, args.split, limit=args.limit, sequences=args.sequences)
     # what produced the numbers: with --onnx (e.g. an INT8 model) the graph, not the .pt's weights
     summary.update(model=str(args.model), onnx=str(args.onnx) if args.onnx else None,
-                   backend_requested=args.backend, device_requested=args.device, command=command_line())
+                   backend_requested=args.backend, device_requested=args.device,
+                   precision_requested=args.precision, command=command_line())
     if args.json:
         png = write_report(summary, args.json, segmenter.info.class_names)
         logger.info("wrote %s and %s", args.json, png)
@@ -111,12 +113,22 @@ def cmd_demo(args) -> int:
     return run_demo(args)
 
 
-def _add_backend_arguments(parser):
-    from .backends import BACKEND_NAMES
+def _add_backend_arguments(parser, precision: bool = True):
+    """``precision``: also --precision, --calibration-data and --threads (commands that run the core
+    here; the demo's node takes the node's defaults)."""
+    from .backends import BACKEND_NAMES, PRECISIONS
 
     parser.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
     parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    if precision:
+        parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                            help="auto (as the node: OpenVINO int8 on the CPU, fp32 elsewhere), fp32, fp16, bf16, "
+                                 "int8")
+        parser.add_argument("--calibration-data",
+                            help="images to calibrate int8 on (default: the bundled model's own)")
+        parser.add_argument("--threads", type=int, default=0,
+                            help="CPU threads of the backend (default: one per core)")
     parser.add_argument("--input-size", type=parse_network_size, metavar="WxH",
                         help="run the network at this size (multiples of 32) instead of the model's")
 
@@ -190,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output")
     demo.add_argument("--rate", type=float, default=1.0, help="playback speed factor on the bag's timing")
     demo.add_argument("--timeout", type=float, default=120.0)
-    _add_backend_arguments(demo)
+    _add_backend_arguments(demo, precision=False)
     demo.set_defaults(func=cmd_demo)
 
     from .bags_cli import add_bag_commands

@@ -25,7 +25,7 @@ def _sample_image() -> Path:
 
 
 def cmd_quantize(args) -> int:
-    from .backends.base import _onnx_for
+    from .backends.selection import onnx_for
     from .data import calibration_images
     from .model.model_file import load_model_file
     from .quantize import quantize_onnx
@@ -33,17 +33,17 @@ def cmd_quantize(args) -> int:
     model, info = load_model_file(args.model)
     if args.input_size:  # an INT8 graph runs at one input size: the node's network_image_width/height
         info.input_height, info.input_width = args.input_size
-    fp32 = _onnx_for(args.model, None, model, info)
+    fp32 = onnx_for(args.model, None, model, info)
     images = calibration_images(args.calibration_data, args.num_images, args.calibration_split)
     out = quantize_onnx(fp32, args.out, images)
     print(f"wrote {out} (QDQ INT8 at {info.input_width}x{info.input_height}, calibrated on {len(images)} "
-          f"{args.calibration_split} images); score it with `fcnseg evaluate --onnx {out}`, run it with the node's "
+          f"images from {args.calibration_data}); score it with `fcnseg evaluate --onnx {out}`, run it with the node's "
           "onnx_path parameter")
     return 0
 
 
 def cmd_build_engine(args) -> int:
-    from .backends.base import _onnx_for
+    from .backends.selection import onnx_for
     from .backends.tensorrt_backend import TensorRTBackend
     from .data import DatasetError, calibration_batches
     from .export import onnx_is_quantized
@@ -52,7 +52,7 @@ def cmd_build_engine(args) -> int:
     model, info = load_model_file(args.model)
     if args.input_size:  # the node's network_image_width/height: the engine is built for one input shape
         info.input_height, info.input_width = args.input_size
-    onnx_path = _onnx_for(args.model, args.onnx, model, info)
+    onnx_path = onnx_for(args.model, args.onnx, model, info)
     # A QDQ ONNX (fcnseg quantize) carries its own scales: TensorRT needs no calibration for it.
     if args.precision == "int8" and not args.calibration_data and not onnx_is_quantized(onnx_path):
         raise DatasetError("--precision int8 needs --calibration-data DIR (a CamVid-layout folder, whose train/ "
@@ -78,15 +78,18 @@ def cmd_bench(args) -> int:
     if not args.no_dds:  # first, so a backend the machine lacks is an error before minutes of timing
         # Configured as the node's default (inference_busy_wait false), so the two compare like for like.
         bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size,
-                                 cpu_busy_wait=False)
+                                 precision=args.dds_precision, cpu_busy_wait=False,
+                                 calibration_data=args.calibration_data)
         # The node publishes the class mask before it draws anything: the baseline stops there too.
         pipeline = BarePipeline(bare, rgb, ros_message_builder(), colors=False)
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
-                       threads=args.threads, input_size=args.input_size, operators=args.operators)
+                       threads=args.threads, input_size=args.input_size, operators=args.operators,
+                       rounds=args.rounds, calibration_data=args.calibration_data)
     if not args.no_dds:
         from .ros.bench_dds import bench_node_over_dds
 
         dds = bench_node_over_dds(args.model, rgb, backend=args.dds_backend, device=args.dds_device,
+                                  precision=args.dds_precision, calibration_data=args.calibration_data,
                                   frames=args.frames, input_size=args.input_size, outputs=args.dds_outputs,
                                   rounds=args.dds_rounds,
                                   bare_frame=lambda: sum(pipeline.run_once().values()))
@@ -129,14 +132,18 @@ def cmd_soak(args) -> int:
 
 
 def add_perf_commands(sub) -> None:
-    from .backends.base import BACKEND_NAMES
+    from .backends import BACKEND_NAMES, PRECISIONS
     from .cli import parse_network_size
+    from .defaults import CALIBRATION_IMAGES, default_calibration_dir
 
-    quantize = sub.add_parser("quantize", help="ONNX Runtime static INT8 (QDQ) model for CPUs")
+    quantize = sub.add_parser("quantize", help="static INT8 (QDQ ONNX, NNCF) model for OpenVINO, ONNX Runtime, "
+                                               "TensorRT")
     quantize.add_argument("--model", default=str(default_model_path()))
-    quantize.add_argument("--calibration-data", required=True, help="CamVid-layout folder")
+    quantize.add_argument("--calibration-data", default=str(default_calibration_dir()),
+                          help="CamVid-layout folder or folder of images (default: the bundled model's "
+                               "calibration images)")
     quantize.add_argument("--calibration-split", default="train")
-    quantize.add_argument("--num-images", type=int, default=32)
+    quantize.add_argument("--num-images", type=int, default=CALIBRATION_IMAGES)
     quantize.add_argument("--out", required=True, help="INT8 .onnx to write")
     quantize.add_argument("--input-size", type=parse_network_size, metavar="WxH",
                           help="network input size of the INT8 graph (default: the model file's); evaluate or run "
@@ -161,13 +168,19 @@ def add_perf_commands(sub) -> None:
     bench.add_argument("--image", help="480x360 test image (default: a bundled sample frame)")
     bench.add_argument("--frames", type=int, default=50)
     bench.add_argument("--warmup", type=int, default=5)
-    bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    bench.add_argument("--int8-onnx", help="also time this INT8 model (from `fcnseg quantize`)")
+    bench.add_argument("--threads", type=int, help="CPU threads of every CPU backend (default: one per core)")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="the backends take turns in this many rounds of --frames / N frames (default 3)")
+    bench.add_argument("--int8-onnx", help="the INT8 model to time (from `fcnseg quantize`; default: the "
+                                           "package quantizes the model itself, as the node does)")
+    bench.add_argument("--calibration-data", help="images to quantize INT8 on (default: the bundled model's own)")
     bench.add_argument("--operators", action="store_true",
                        help="also profile ONNX Runtime per operator type and slowest nodes")
     bench.add_argument("--no-dds", action="store_true", help="skip the node-over-DDS measurement")
-    bench.add_argument("--dds-backend", choices=BACKEND_NAMES, default="onnxruntime",
-                       help="the node's backend for the DDS measurement (default onnxruntime)")
+    bench.add_argument("--dds-backend", choices=BACKEND_NAMES, default="auto",
+                       help="the node's backend for the DDS measurement (default auto, as the node)")
+    bench.add_argument("--dds-precision", choices=PRECISIONS, default="auto",
+                       help="the node's precision for the DDS measurement (default auto, as the node)")
     bench.add_argument("--dds-device", choices=("auto", "cpu", "cuda"), default="cpu",
                        help="the node's device for the DDS measurement (default cpu)")
     bench.add_argument("--dds-outputs", type=output_list, default=("class_mask",), metavar="NAME,...",

@@ -47,7 +47,7 @@ ARGUMENTS = [
         "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "seg.yaml"]),
         description="YAML file with the node parameters under 'fcn_segmentation: ros__parameters:'"),
     DeclareLaunchArgument(
-        "backend", default_value="", choices=["", "auto", "tensorrt", "onnxruntime", "torch"],
+        "backend", default_value="", choices=["", "auto", "tensorrt", "onnxruntime", "openvino", "torch"],
         description="inference backend; empty = the params file's"),
     DeclareLaunchArgument(
         "model_path", default_value="",

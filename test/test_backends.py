@@ -53,9 +53,11 @@ def test_onnxruntime_takes_the_argmax_in_its_graph_as_numpy_would(bundled_model,
     assert len(np.unique(classes)) >= 5, "a street scene has several classes"
 
 
-def test_precision_fp16_is_for_the_gpu_and_cpu_backends_say_they_run_fp32(tiny_model_file):
-    # precision fp16 with backend auto on a CPU-only machine: the CPU backend runs FP32 and says so
-    backend, _ = create_backend("torch", tiny_model_file, device="cpu", precision="fp16")
+def test_precision_fp16_is_for_the_gpu_and_cpu_backends_refuse_it(tiny_model_file):
+    # a precision the CPU backends cannot run is refused with what they can, not run as something else
+    with pytest.raises(BackendError, match="torch on cpu runs precision fp32, not fp16"):
+        create_backend("torch", tiny_model_file, device="cpu", precision="fp16")
+    backend, _ = create_backend("torch", tiny_model_file, device="cpu", precision="auto")
     assert backend.describe() == "torch (cpu)" and next(backend.model.parameters()).dtype == torch.float32
     # asked for directly, torch refuses FP16 off CUDA instead of running something slower
     with pytest.raises(BackendError, match="FP16 only on CUDA"):
@@ -220,8 +222,8 @@ def test_onnxruntime_cuda_that_would_start_on_the_cpu_is_unavailable(tiny_model_
     with pytest.raises(BackendUnavailable, match="could not start its CUDAExecutionProvider and would run on "
                                                  "CPUExecutionProvider"):
         create_backend("onnxruntime", tiny_model_file, device="cuda")
-    # auto moves on, and says why
-    backend, skipped = create_backend("auto", tiny_model_file)
+    # device auto moves on, and says why
+    backend, skipped = create_backend("onnxruntime", tiny_model_file)
     assert backend.describe() == "onnxruntime (cpu)"
     assert any(reason.startswith("onnxruntime/cuda: onnxruntime could not start") for reason in skipped)
     # an error at run time raises instead of silently re-running on another provider
@@ -232,13 +234,20 @@ def _onnxruntime_session_fails(self, *args, **kwargs):
     raise BackendError("onnxruntime cannot load the graph: out of memory")
 
 
+def _openvino_fails(self, *args, **kwargs):
+    raise BackendError("openvino cannot load the graph: out of memory")
+
+
 def test_auto_goes_on_when_a_backend_fails_to_start_and_a_named_backend_raises(tiny_model_file, monkeypatch):
     from fcn_segmentation.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from fcn_segmentation.backends.openvino_backend import OpenVinoBackend
 
     monkeypatch.setattr(OnnxRuntimeBackend, "__init__", _onnxruntime_session_fails)
+    monkeypatch.setattr(OpenVinoBackend, "__init__", _openvino_fails)
     backend, skipped = create_backend("auto", tiny_model_file, device="cpu")
     assert backend.describe() == "torch (cpu)"
-    assert skipped == ["onnxruntime/cpu: onnxruntime cannot load the graph: out of memory"]
+    assert skipped == ["openvino/cpu: openvino cannot load the graph: out of memory",
+                       "onnxruntime/cpu: onnxruntime cannot load the graph: out of memory"]
     with pytest.raises(BackendError, match="out of memory"):
         create_backend("onnxruntime", tiny_model_file, device="cpu")
     with pytest.raises(BackendError, match="out of memory") as error:  # device auto: its CPU try fails too
@@ -248,6 +257,7 @@ def test_auto_goes_on_when_a_backend_fails_to_start_and_a_named_backend_raises(t
 
 def test_a_given_onnx_file_is_never_swapped_for_the_model_files_weights(tiny_model_file, tmp_path, monkeypatch):
     from fcn_segmentation.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from fcn_segmentation.backends.openvino_backend import OpenVinoBackend
     from fcn_segmentation.export import export_onnx
     from fcn_segmentation.model.model_file import load_model_file
 
@@ -256,11 +266,12 @@ def test_a_given_onnx_file_is_never_swapped_for_the_model_files_weights(tiny_mod
     # auto would have fallen back to torch: the user's file is a problem for the user to fix
     with pytest.raises(BackendError, match=r"broken.onnx is not readable .*fcnseg export --model .*tiny.pt --onnx"):
         create_backend("auto", tiny_model_file, onnx_path=broken)
-    with pytest.raises(BackendError, match="is for the onnxruntime and tensorrt backends; torch runs the model"):
+    with pytest.raises(BackendError, match="is for the onnxruntime, openvino and tensorrt backends; torch runs the"):
         create_backend("torch", tiny_model_file, onnx_path=broken)
 
     good = export_onnx(*load_model_file(tiny_model_file), tmp_path / "good.onnx")
     monkeypatch.setattr(OnnxRuntimeBackend, "__init__", _onnxruntime_session_fails)
+    monkeypatch.setattr(OpenVinoBackend, "__init__", _openvino_fails)
     with pytest.raises(BackendError, match=r"no backend could start: .*torch/cpu: runs the model file's weights, "
                                            r"not onnx_path .*good.onnx"):
         create_backend("auto", tiny_model_file, onnx_path=good)

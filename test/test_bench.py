@@ -15,9 +15,16 @@ def test_bench_reports_every_stage_for_cpu_backends(bundled_model, sample_dir):
             assert result[stage]["p95"] >= result[stage]["p50"] >= 0
         assert result["inference"]["p50"] > 0 and result["fps"] > 0
     assert report["matmul_peak_gflops"] > 0
-    assert "onnxruntime_vs_torch_cpu_speedup" in report
+    speedups = report["speedup_vs_onnxruntime_cpu_fp32"]
+    assert speedups["onnxruntime-cpu"] == 1.0 and set(speedups) == set(report["backends"])
+    assert speedups["torch-cpu"] == pytest.approx(report["backends"]["torch-cpu"]["fps"]
+                                                  / report["backends"]["onnxruntime-cpu"]["fps"])
+    assert {"openvino-fp32", "openvino-int8"} <= set(report["backends"]), "OpenVINO runs on every x86 CPU"
+    assert report["backends"]["openvino-int8"]["backend"] == "openvino (cpu, int8)"
+    assert set(report["cpu"]) == {"model", "avx2", "avx512", "vnni", "bf16", "amx"}
     text = format_report(report)
     assert "| onnxruntime-cpu |" in text and "not measured: tensorrt" in text
+    assert f"CPU: {report['cpu_description']}" in text
     cpu = report["backends"]["onnxruntime-cpu"]
     assert cpu["percent_of_cpu_peak"] == pytest.approx(100 * cpu["achieved_gflops"] / report["matmul_peak_gflops"])
 

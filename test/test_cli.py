@@ -152,7 +152,8 @@ def test_evaluate_runs_a_given_onnx_model_and_records_it(sample_dir, bundled_mod
                  "--limit", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["onnx"] == str(untrained) and report["model"] == str(bundled_model)
-    assert report["backend"] == "onnxruntime (cpu)" and report["backend_requested"] == "auto"
+    # precision auto runs a given float graph as it is (FP32), on the fastest CPU engine
+    assert report["backend"] == "openvino (cpu, fp32)" and report["backend_requested"] == "auto"
     assert report["miou"] < 0.2, "the ONNX graph's (untrained) predictions, not the model file's"
 
     assert main(["evaluate", "--data", str(sample_dir), "--model", str(bundled_model), "--limit", "1",
@@ -161,7 +162,7 @@ def test_evaluate_runs_a_given_onnx_model_and_records_it(sample_dir, bundled_mod
     capsys.readouterr()
     assert main(["evaluate", "--data", str(sample_dir), "--model", str(bundled_model), "--onnx", str(untrained),
                  "--backend", "torch"]) == 2
-    assert "is for the onnxruntime and tensorrt backends" in capsys.readouterr().err
+    assert "is for the onnxruntime, openvino and tensorrt backends" in capsys.readouterr().err
 
 
 def test_quantize_at_another_input_size_writes_an_int8_graph_of_that_size(tiny_model_file, sample_dir, tmp_path):

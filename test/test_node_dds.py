@@ -83,11 +83,11 @@ def test_round_trip_masks_match_header_size_and_ground_truth(node_process, clien
     spin_until(executor, lambda: int(node.last_diagnostic_values().get("processed", 0)) >= 3, 10)
     values = node.last_diagnostic_values()
     assert values["input_size"] == "320x224"
-    # backend auto: ONNX Runtime on a CPU-only machine, a CUDA backend where there is a GPU
+    # backend and precision auto: OpenVINO INT8 on a CPU-only machine, a CUDA backend where there is a GPU
     import onnxruntime
     import torch
     gpu = torch.cuda.is_available() or "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    assert "(cuda" in values["backend"] if gpu else values["backend"] == "onnxruntime (cpu)", values["backend"]
+    assert "(cuda" in values["backend"] if gpu else values["backend"] == "openvino (cpu, int8)", values["backend"]
     assert int(values["processed"]) >= 3
 
 

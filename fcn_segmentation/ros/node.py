@@ -25,7 +25,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..backends import BACKEND_NAMES, BackendError, create_backend
+from ..backends import BACKEND_NAMES, PRECISIONS, BackendError, create_backend
 from ..defaults import default_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, camera_info_key, \
     class_ids, drivable_mask, field_of_view_error, scaled_intrinsics
@@ -86,17 +86,22 @@ PARAMETERS = {
     "backend": ("auto", "inference backend; auto picks the fastest available", False, _choice(*BACKEND_NAMES)),
     "device": ("auto", "cpu, cuda, or auto", False, _choice("auto", "cpu", "cuda")),
     "engine_cache_dir": ("", "TensorRT engine cache folder; empty = ~/.cache/fcn_segmentation", False, None),
-    "precision": ("fp32", "GPU precision: TensorRT fp32/fp16/int8, torch on CUDA fp16; CPU backends run fp32",
-                  False, _choice("fp32", "fp16", "int8")),
-    "inference_threads": (0, "CPU threads for ONNX Runtime / torch on the CPU; 0 = the runtime's default (one per "
+    "precision": ("auto", "auto (the measured default: OpenVINO int8 on the CPU, fp32 elsewhere), fp32, fp16 "
+                  "(TensorRT, torch on CUDA), bf16 (OpenVINO on a CPU with BF16 instructions), int8 (TensorRT, "
+                  "OpenVINO, ONNX Runtime on the CPU; calibrated on calibration_data, or the bundled model's own "
+                  "images)", False, _choice(*PRECISIONS)),
+    "inference_threads": (0, "CPU threads for OpenVINO / ONNX Runtime / torch on the CPU; 0 = the runtime's default "
+                          "(one per "
                           "core); cap it to leave cores to the rest of the stack", False, _at_least(0)),
-    "inference_busy_wait": (False, "let ONNX Runtime's CPU threads spin when out of work (its own default): a "
+    "inference_busy_wait": (False, "let ONNX Runtime's CPU threads spin when out of work (its own default) and "
+                            "pin OpenVINO's to cores: a "
                             "little lower latency on an otherwise idle CPU, but the spinning takes cores from the "
                             "camera driver and DDS; off, a 30 Hz stream on 2 cores keeps up", False, None),
     "force_engine_update": (False, "rebuild the TensorRT engine even if a cached one matches", False, None),
-    "calibration_data": ("", "TensorRT precision int8 from a float ONNX: folder of images (or a CamVid-layout "
-                         "dataset: its train/) to calibrate a new engine; not needed for a cached engine or a QDQ "
-                         "INT8 onnx_path", False, None),
+    "calibration_data": ("", "precision int8 from a float ONNX: folder of images (or a CamVid-layout dataset: its "
+                         "train/) to calibrate on (OpenVINO / ONNX Runtime: quantized once and cached; TensorRT: "
+                         "a new engine); empty = the bundled model's own images; not needed for a QDQ INT8 "
+                         "onnx_path", False, None),
     "input_transport": ("raw", "raw subscribes image (sensor_msgs/Image); compressed subscribes "
                         "image/compressed (sensor_msgs/CompressedImage)", False, _choice("raw", "compressed")),
     "qos_reliability": ("best_effort", "reliability of the image and camera_info subscriptions", False,

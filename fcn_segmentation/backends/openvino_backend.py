@@ -1,0 +1,88 @@
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .base import Backend, BackendError, BackendUnavailable
+
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph's own layers
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO on the CPU: reads the package's ONNX (float or QDQ INT8) as it is. ``precision``
+    fp32, bf16 (needs BF16 instructions: AVX-512 BF16 or AMX) or int8 (``onnx_path`` must then be a
+    QDQ graph; selection makes one). The class-id argmax runs in the graph, as with ONNX Runtime."""
+
+    name = "openvino"
+
+    def __init__(self, onnx_path, info, precision: str = "fp32", threads: int = 0, busy_wait: bool = True,
+                 fix_hint: str = "", cache_dir: Optional[Path] = None):
+        super().__init__(info)
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailable(f"openvino is not installed ({exc}); pip install openvino") from exc
+        from ..export import onnx_is_quantized
+        from .onnxruntime_backend import CLASS_IDS, with_class_ids
+
+        if precision not in PRECISION_HINTS:
+            raise BackendError(f"openvino runs precision fp32, bf16 or int8, not {precision!r}")
+        core = ov.Core()
+        if "CPU" not in core.available_devices:
+            raise BackendUnavailable("openvino finds no CPU device")
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "bf16" and "BF16" not in capabilities:
+            from ..cpu_info import describe_cpu
+
+            raise BackendError(f"precision bf16 needs a CPU with BF16 instructions (AVX-512 BF16 or AMX); this one "
+                               f"is {describe_cpu()} and OpenVINO offers {', '.join(capabilities)} on it: use "
+                               "precision int8 or fp32 (or auto)")
+        quantized = onnx_is_quantized(onnx_path)
+        if (precision == "int8") != quantized:
+            raise BackendError(f"{onnx_path} is {'a QDQ INT8' if quantized else 'a float'} graph, which openvino "
+                               f"does not run as {precision}")
+        cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        config = {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],  # else a BF16 CPU silently runs bf16
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "ENABLE_CPU_PINNING": bool(busy_wait),  # unpinned threads leave cores to the camera driver and DDS
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        except (OSError, RuntimeError):  # a read-only home: compile every start (about a second)
+            pass
+        try:
+            model = core.read_model(with_class_ids(onnx_path), b"")
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # openvino raises RuntimeError and its own types for unreadable graphs
+            hint = f"; {fix_hint}" if fix_hint else ""
+            raise BackendError(f"openvino cannot load {onnx_path}: {exc}{hint}") from exc
+        self.request = self.compiled.create_infer_request()
+        self.scores_output = self.compiled.output(0)
+        self.classes_output = self.compiled.output(CLASS_IDS)
+        self.precision = precision
+        self.onnx_path = Path(onnx_path)
+        self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
+
+    def _run(self, batch: np.ndarray):
+        return self.request.infer({0: batch})
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch)[self.scores_output]
+
+    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        results = self._run(batch)
+        # copies: the request's output buffers are reused by the next frame
+        return results[self.scores_output].copy(), results[self.classes_output][0].copy()
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.device}, {self.precision})"
+
+
+def default_cache_dir() -> Path:
+    """OpenVINO's compiled-model cache: keyed by OpenVINO itself (graph, settings, version, CPU)."""
+    return Path.home() / ".cache" / "fcn_segmentation" / "openvino"
