@@ -26,8 +26,8 @@ def onnxruntime_fp32_maps(bundled_model, sample_dir):
     return _class_maps(backend, sample_dir)
 
 
-def test_openvino_fp32_class_maps_equal_onnxruntime_fp32_on_camvid_frames(bundled_model, sample_dir,
-                                                                         onnxruntime_fp32_maps):
+def test_openvino_fp32_class_maps_equal_onnxruntime_fp32_on_camvid_frames(
+        bundled_model, sample_dir, onnxruntime_fp32_maps):
     backend, _ = create_backend("openvino", bundled_model, precision="fp32")
     assert backend.describe() == "openvino (cpu, fp32)"
     maps = _class_maps(backend, sample_dir)
@@ -39,8 +39,8 @@ def test_openvino_fp32_class_maps_equal_onnxruntime_fp32_on_camvid_frames(bundle
     np.testing.assert_array_equal(classes, scores[0].argmax(0))
 
 
-def test_openvino_int8_from_the_bundled_calibration_images_agrees_with_fp32(bundled_model, sample_dir,
-                                                                           onnxruntime_fp32_maps):
+def test_openvino_int8_from_the_bundled_calibration_images_agrees_with_fp32(
+        bundled_model, sample_dir, onnxruntime_fp32_maps):
     backend, _ = create_backend("openvino", bundled_model, precision="int8")
     assert backend.describe() == "openvino (cpu, int8)"
     assert ".int8." in backend.onnx_path.name, "the package's own QDQ graph, cached beside the export"
@@ -50,8 +50,8 @@ def test_openvino_int8_from_the_bundled_calibration_images_agrees_with_fp32(bund
     assert again.onnx_path == backend.onnx_path, "made once, then read from the cache"
 
 
-def test_bf16_runs_where_the_cpu_has_it_and_is_a_startup_error_that_says_why_elsewhere(bundled_model, sample_dir,
-                                                                                      onnxruntime_fp32_maps):
+def test_bf16_runs_where_the_cpu_has_it_and_is_a_startup_error_that_says_why_elsewhere(
+        bundled_model, sample_dir, onnxruntime_fp32_maps):
     if not (cpu_features()["bf16"] or cpu_features()["amx"]):
         with pytest.raises(BackendError, match="precision bf16 needs a CPU with BF16 instructions") as error:
             create_backend("openvino", bundled_model, precision="bf16")
@@ -103,8 +103,8 @@ def test_a_qdq_onnx_runs_as_int8_and_refuses_another_precision(tiny_model_file, 
         create_backend("openvino", tiny_model_file, onnx_path=qdq, precision="fp32")
 
 
-def test_auto_tries_openvino_before_onnxruntime_on_the_cpu_and_says_why_it_was_not_used(tiny_model_file,
-                                                                                       monkeypatch):
+def test_auto_tries_openvino_before_onnxruntime_on_the_cpu_and_says_why_it_was_not_used(
+        tiny_model_file, monkeypatch):
     from fcn_segmentation.backends.openvino_backend import OpenVinoBackend
 
     backend, skipped = create_backend("auto", tiny_model_file, device="cpu")
