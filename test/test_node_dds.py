@@ -221,7 +221,7 @@ def test_compressed_transport_and_torch_backend(dds_env, bundled_model, sample_d
     ({"overlay_alpha": 1.5}, "parameter 'overlay_alpha' is 1.5: must be in [0, 1]"),
     ({"qos_reliability": "sometimes"}, "parameter 'qos_reliability' is 'sometimes': choose one of"),
     ({"drivable_classes": "[Road, Rood]"}, "unknown drivable classes ['Rood']; the model's classes are: Sky"),
-    ({"grid_resolution": 0.0}, "parameter 'grid_resolution' is 0.0: must be > 0"),
+    ({"grid_resolution": 0.0}, "parameter 'grid_resolution' is 0.0: must be in (0, 10] m"),
     ({"inference_threads": -1}, "parameter 'inference_threads' is -1: must be >= 0"),
     ({"qos_depth": "deep"}, "parameter 'qos_depth'"),
     ({"network_image_width": 480}, "set both network_image_width and network_image_height, or neither"),
