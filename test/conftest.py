@@ -25,7 +25,13 @@ def sample_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_model() -> Path:
+    """The bundled model, with the files the node makes on its first start (the ONNX export and the
+    INT8 graph of the default configuration) made here once, as the demo does, so that node start-up
+    timeouts in the tests do not include them."""
     assert BUNDLED_MODEL.is_file(), f"bundled model missing: {BUNDLED_MODEL}"
+    from fcn_segmentation.backends import create_backend
+
+    create_backend("auto", BUNDLED_MODEL)
     return BUNDLED_MODEL
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..backends import BackendError, create_backend
 from ..bags import BagError, write_dataset_bag
 from ..defaults import default_sample_dir
 from ..model.model_file import load_model_file
@@ -52,6 +53,11 @@ def run_demo(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _, info = load_model_file(args.model)  # fail here, with the loader's message, before starting DDS
+    try:  # the node's cached files (ONNX export, INT8 model) made here, once, in view, not inside its start
+        create_backend(args.backend, args.model, device=args.device)
+    except BackendError as exc:
+        print(f"error: {exc}")
+        return 1
     with tempfile.TemporaryDirectory() as scratch:
         try:
             bag = Path(args.bag) if args.bag else default_sample_bag()
