@@ -426,7 +426,7 @@ def core_segmenter(backend_name: str, model, device: str, core_params: Dict[str,
                                 input_size=(height, width) if width else None,
                                 onnx_path=core_params.get("onnx_path") or None,
                                 engine_cache_dir=core_params.get("engine_cache_dir") or None,
-                                precision=core_params.get("precision", "fp32"),
+                                precision=core_params.get("precision", "auto"),  # the node's default
                                 force_engine_update=core_params.get("force_engine_update", False),
                                 cpu_threads=core_params.get("inference_threads", 0),
                                 calibration_data=core_params.get("calibration_data") or None,
