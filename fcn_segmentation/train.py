@@ -292,7 +292,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="freeze the bilinear transposed convolutions instead of learning them")
     parser.add_argument("--train-splits", default="train",
                         help="splits to train on, e.g. train or train,val (train+val also works)")
-    parser.add_argument("--val-split", default="val", help="split to validate on ('' to skip)")
+    parser.add_argument("--val-split", default="val",
+                        help="split to validate on ('' to skip); with --holdout-sequences the held-out frames")
     parser.add_argument("--holdout-sequences", metavar="SEQ[,SEQ]",
                         help="leave these drives out of training (file names SEQUENCE_frame.png, e.g. 0006R0) and "
                              "validate on all their frames in --train-splits and --val-split: accuracy on unseen "
