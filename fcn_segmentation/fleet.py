@@ -158,6 +158,21 @@ def import_ray():
     return ray
 
 
+def start_ray(ray, address: Optional[str] = None, **options) -> None:
+    """Join the cluster at ``address`` (HOST:PORT or auto), or start a Ray of this machine's cores
+    (``local``: a new one, even when a `ray start` cluster runs here)."""
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, **options)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        hint = ("; with token authentication (`ray start` enables it) set RAY_AUTH_MODE=token and give this "
+                "machine the cluster's ~/.ray/auth_token" if "auth" in str(exc).lower() else "")
+        raise FleetError(f"cannot {'join the Ray cluster at ' + address if address else 'start Ray'}: "
+                         f"{exc}{hint}") from exc
+
+
 def evaluate_fleet(bags: Sequence[Path], options: FleetOptions, workers: int = 2, ray_address: Optional[str] = None,
                    worker_class=BagWorker, on_progress: Optional[Callable[[int, list], None]] = None,
                    show_progress: bool = True) -> FleetRun:
@@ -173,10 +188,7 @@ def evaluate_fleet(bags: Sequence[Path], options: FleetOptions, workers: int = 2
         raise FleetError("--workers and --threads-per-worker must be at least 1")
     started_here = not ray.is_initialized()
     if started_here:
-        if ray_address:
-            ray.init(address=ray_address, include_dashboard=False)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        start_ray(ray, ray_address)
     actors, progress_actor = [], None
     try:
         cpus = ray.cluster_resources().get("CPU", 0)
@@ -404,7 +416,7 @@ def scaling_benchmark(bags: Sequence[Path], options: FleetOptions, repeats: int 
                          f"CPUs; this machine has {cores}")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        start_ray(ray, log_to_driver=False)
     load_before = os.getloadavg()
     runs = []
     try:
