@@ -1,7 +1,9 @@
 """launch_testing: multi_camera.launch.py starts one node per camera, each answering only on its own
 camera's topics (real DDS). Skipped where launch_testing / launch_ros are not installed."""
 
+import os
 import random
+import sys
 import time
 import unittest
 from pathlib import Path
@@ -15,6 +17,8 @@ launch_testing = pytest.importorskip(
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 
+# `launch_test test/<this file>` (docs/launch.md) loads the file by path, without test/ on sys.path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch_support import launch_for_test, missing_launch_requirement, open_dds_session  # noqa: E402
 
 from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402

@@ -2,7 +2,9 @@
 over real DDS and class masks, drivable-area mask and grid, and diagnostics come back. Skipped
 where launch_testing / launch_ros are not installed (docs/launch.md says how to run it)."""
 
+import os
 import random
+import sys
 import tempfile
 import time
 import unittest
@@ -22,6 +24,8 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
+# `launch_test test/<this file>` (docs/launch.md) loads the file by path, without test/ on sys.path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch_support import launch_for_test, missing_launch_requirement, open_dds_session  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
