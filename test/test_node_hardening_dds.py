@@ -209,8 +209,12 @@ def test_a_huge_camera_info_d_costs_the_node_no_time_per_frame(dds_env, bundled_
     process = start_node({"model_path": str(bundled_model), "diagnostics_period": 0.5},
                          remaps={"__ns": ns, "image": f"{ns}/image_raw"}, log_path=str(log))
     owns_rclpy = not rclpy.ok()  # the module's other tests may hold it (one init per process)
-    if owns_rclpy:
-        rclpy.init()
+    try:
+        if owns_rclpy:
+            rclpy.init()
+    except BaseException:
+        stop_node(process)
+        raise
     client = SegmentationClient(f"{ns}/image_raw", f"{ns}/segmentation", ("class_mask", "drivable_grid"),
                                 name="huge_d_client")
     info_pub = client.create_publisher(CameraInfo, f"{ns}/camera_info",
