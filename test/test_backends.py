@@ -208,6 +208,13 @@ def test_a_given_onnx_file_must_fit_the_model_files_classes_and_input_size(tiny_
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")
     with pytest.raises(BackendError, match="broken.onnx is not readable"):
         create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path=tmp_path / "broken.onnx")
+    # a device would be read for ever, a folder is no graph: each named for what it is
+    with pytest.raises(BackendError, match="onnx file /dev/zero is not a regular file \\(a device\\)"):
+        create_backend("onnxruntime", tiny_model_file, device="cpu", onnx_path="/dev/zero")
+    with pytest.raises(BackendError, match="is not a regular file \\(a folder\\)"):
+        create_backend("openvino", tiny_model_file, onnx_path=tmp_path)
+    with pytest.raises(BackendError, match="missing.onnx does not exist"):
+        create_backend("openvino", tiny_model_file, onnx_path=tmp_path / "missing.onnx")
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")

@@ -233,9 +233,12 @@ def _onnx_fix_hint(onnx_path, model_path, given: bool) -> str:
 
 def checked_user_onnx(onnx_path, info: ModelInfo, model_path) -> Path:
     """A user-given ONNX file that exists and fits the model file, or BackendError saying what to fix."""
+    from ..files import regular_file_problem
+
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise BackendError(f"onnx file {onnx_path} does not exist; check onnx_path (--onnx), or leave it empty to "
+    problem = regular_file_problem(onnx_path)
+    if problem:
+        raise BackendError(f"onnx file {onnx_path} {problem}; check onnx_path (--onnx), or leave it empty to "
                            "export the model file")
     check_onnx_fits_model(onnx_path, info, model_path)
     return onnx_path

@@ -4,13 +4,12 @@ normalisation, architecture, metrics). Loads with ``torch.load(weights_only=True
 import dataclasses
 import json
 import math
-import stat
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..files import private_temp_path
+from ..files import private_temp_path, regular_file_problem
 from .backbones import build_backbone
 from .fcn import FCN
 
@@ -111,16 +110,9 @@ def load_model_file(path) -> Tuple[FCN, ModelInfo]:
     """Load a model file into an FCN in eval mode; raise ModelFileError with a fix-it message."""
     path = Path(path)
     hint = "pass an existing .pt file (the bundled default is models/fcn8s_effnetlite0_camvid.pt)"
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ModelFileError(f"model file {path} does not exist; {hint}") from None
-    except OSError as exc:  # permission denied on a folder on the way, a name too long, ...
-        raise ModelFileError(f"model file {path} cannot be read: {exc.strerror or exc}; {hint}") from None
-    if not stat.S_ISREG(mode):
-        what = "a folder" if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
-            else "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
-        raise ModelFileError(f"model file {path} is not a regular file ({what}); {hint}")
+    problem = regular_file_problem(path)
+    if problem:
+        raise ModelFileError(f"model file {path} {problem}; {hint}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
