@@ -35,7 +35,7 @@ def cmd_quantize(args) -> int:
         info.input_height, info.input_width = args.input_size
     fp32 = onnx_for(args.model, None, model, info)
     images = calibration_images(args.calibration_data, args.num_images, args.calibration_split)
-    out = quantize_onnx(fp32, args.out, images)
+    out = quantize_onnx(fp32, args.out, images, args.quantizer)
     print(f"wrote {out} (QDQ INT8 at {info.input_width}x{info.input_height}, calibrated on {len(images)} "
           f"images from {args.calibration_data}); score it with `fcnseg evaluate --onnx {out}`, run it with the node's "
           "onnx_path parameter")
@@ -136,14 +136,16 @@ def add_perf_commands(sub) -> None:
     from .cli import parse_network_size
     from .defaults import CALIBRATION_IMAGES, default_calibration_dir
 
-    quantize = sub.add_parser("quantize", help="static INT8 (QDQ ONNX, NNCF) model for OpenVINO, ONNX Runtime, "
-                                               "TensorRT")
+    quantize = sub.add_parser("quantize", help="static INT8 (QDQ ONNX) model for OpenVINO, ONNX Runtime, TensorRT")
     quantize.add_argument("--model", default=str(default_model_path()))
     quantize.add_argument("--calibration-data", default=str(default_calibration_dir()),
                           help="CamVid-layout folder or folder of images (default: the bundled model's "
                                "calibration images)")
     quantize.add_argument("--calibration-split", default="train")
     quantize.add_argument("--num-images", type=int, default=CALIBRATION_IMAGES)
+    quantize.add_argument("--quantizer", choices=("nncf", "onnxruntime"), default="nncf",
+                          help="nncf (default: fastest on OpenVINO and for TensorRT) or onnxruntime (fastest on "
+                               "ONNX Runtime, which runs NNCF's graph slowly)")
     quantize.add_argument("--out", required=True, help="INT8 .onnx to write")
     quantize.add_argument("--input-size", type=parse_network_size, metavar="WxH",
                           help="network input size of the INT8 graph (default: the model file's); evaluate or run "

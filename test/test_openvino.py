@@ -48,6 +48,11 @@ def test_openvino_int8_from_the_bundled_calibration_images_agrees_with_fp32(
     assert agreement >= 0.98, f"only {agreement:.4f} of pixels agree with FP32"
     again, _ = create_backend("openvino", bundled_model, precision="int8")
     assert again.onnx_path == backend.onnx_path, "made once, then read from the cache"
+    # ONNX Runtime runs its own quantizer's graph (it runs NNCF's at half its FP32 speed): another file
+    ort, _ = create_backend("onnxruntime", bundled_model, device="cpu", precision="int8")
+    assert ".int8." in ort.onnx_path.name and ort.onnx_path != backend.onnx_path
+    agreement = (_class_maps(ort, sample_dir) == onnxruntime_fp32_maps).mean()
+    assert agreement >= 0.95, f"only {agreement:.4f} of pixels agree with FP32"
 
 
 def test_bf16_runs_where_the_cpu_has_it_and_is_a_startup_error_that_says_why_elsewhere(

@@ -109,7 +109,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
             elif backend_name in CPU_INT8_BACKENDS:
                 graph = onnx_path or model_onnx()
                 if chosen == "int8" and not user_onnx_quantized:
-                    graph = _quantized_onnx(graph, calibration, model_path)
+                    graph = _quantized_onnx(graph, calibration, model_path, backend_name)
                 hint = _onnx_fix_hint(graph, model_path, given=bool(onnx_path))
                 if backend_name == "openvino":
                     from .openvino_backend import OpenVinoBackend
@@ -181,12 +181,12 @@ def calibration_source(model_path, calibration_data) -> Optional[Path]:
     return None
 
 
-def _quantized_onnx(fp32_onnx: Path, calibration: Path, model_path) -> Path:
+def _quantized_onnx(fp32_onnx: Path, calibration: Path, model_path, backend: str) -> Path:
     from ..data import DatasetError
-    from ..quantize import cached_int8_onnx
+    from ..quantize import QUANTIZER_FOR_BACKEND, cached_int8_onnx
 
     try:
-        return cached_int8_onnx(fp32_onnx, calibration)
+        return cached_int8_onnx(fp32_onnx, calibration, QUANTIZER_FOR_BACKEND[backend])
     except DatasetError as exc:
         raise BackendError(f"cannot calibrate INT8 for {model_path}: {exc}; check calibration_data") from exc
     except OSError as exc:
