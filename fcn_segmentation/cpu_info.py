@@ -15,6 +15,8 @@ FEATURE_FLAGS = {
     "amx": ("amx_bf16", "amx_int8", "amx_tile"),
 }
 
+LABELS = {"avx2": "AVX2", "avx512": "AVX-512", "vnni": "VNNI", "bf16": "BF16", "amx": "AMX"}
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> Dict[str, object]:
@@ -39,9 +41,8 @@ def cpu_features() -> Dict[str, object]:
 def describe_cpu(features: Dict[str, object] = None) -> str:
     """``AMD EPYC (AVX2; no AVX-512, VNNI, BF16, AMX)``: the model and what it has and lacks."""
     features = features or cpu_features()
-    names = [name for name in FEATURE_FLAGS]
-    has = [name.upper() if name != "avx512" else "AVX-512" for name in names if features[name]]
-    lacks = [name.upper() if name != "avx512" else "AVX-512" for name in names if not features[name]]
+    has = [LABELS[name] for name in FEATURE_FLAGS if features[name]]
+    lacks = [LABELS[name] for name in FEATURE_FLAGS if not features[name]]
     parts = [", ".join(has) or "none of " + "/".join(lacks)]
     if has and lacks:
         parts.append("no " + ", ".join(lacks))

@@ -85,9 +85,11 @@ def _onnxruntime_quantize(fp32_onnx, out_path: Path, images: Sequence[Path], pre
 
 def int8_cache_key(fp32_onnx, images: Sequence[Path], quantizer: str) -> str:
     """What a cached INT8 graph depends on: the float graph's bytes, the calibration images' bytes,
-    the quantizer, its version and this module's source."""
-    import nncf
-    import onnxruntime
+    the quantizer, its version and this module's source. NNCF's version from its package metadata:
+    importing it takes seconds, and every start of the node computes this key."""
+    from importlib.metadata import version
+
+    import onnxruntime  # its distribution is onnxruntime or onnxruntime-gpu: the module knows its version
 
     digest = hashlib.sha256()
     for image in images:
@@ -95,7 +97,8 @@ def int8_cache_key(fp32_onnx, images: Sequence[Path], quantizer: str) -> str:
     text = json.dumps({"onnx": hashlib.sha256(Path(fp32_onnx).read_bytes()).hexdigest(),
                        "images": digest.hexdigest(), "quantizer": QUANTIZER_SOURCE_HASH,
                        "quantizer_name": quantizer,
-                       "version": nncf.__version__ if quantizer == "nncf" else onnxruntime.__version__}, sort_keys=True)
+                       "version": version("nncf") if quantizer == "nncf" else onnxruntime.__version__},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -66,7 +66,6 @@ class OpenVinoBackend(Backend):
         self.classes_output = self.compiled.output(CLASS_IDS)
         self.precision = precision
         self.onnx_path = Path(onnx_path)
-        self.threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
 
     def _run(self, batch: np.ndarray):
         return self.request.infer({0: batch})
