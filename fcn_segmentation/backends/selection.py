@@ -23,7 +23,7 @@ CANDIDATES = (
 # precision "auto": the fastest precision whose val mIoU stays within 0.5 point of FP32, as measured
 # (README, Performance); fp32 for the rest. INT8 needs calibration images, else auto runs fp32.
 AUTO_PRECISION = {("openvino", "cpu"): "int8"}
-CPU_INT8_BACKENDS = ("openvino", "onnxruntime")
+ONNX_BACKENDS = ("openvino", "onnxruntime")  # run an ONNX file; INT8 on the CPU
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                 backend = TensorRTBackend(model, info, onnx_path or model_onnx(),
                                           engine_cache_dir=engine_cache_dir, precision=chosen,
                                           force_engine_update=force_engine_update, calibration_images=batches)
-            elif backend_name in CPU_INT8_BACKENDS:
+            elif backend_name in ONNX_BACKENDS:
                 graph = onnx_path or model_onnx()
                 if chosen == "int8" and not user_onnx_quantized:
                     graph = _quantized_onnx(graph, calibration, model_path, backend_name)
