@@ -2,7 +2,7 @@
 # Recipe levers measured on an unseen drive (issue 16): sequence 0006R0 is left out of training
 # (train on the 266 train frames of 0001TP and 0016E5) and each variant is scored on all 101 frames of
 # 0006R0 and on standard val, at the 480x352 training scale and the 320x224 default, for an equal budget.
-# Resumable: rerun to continue. Usage: scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
+# Resumable: rerun to continue. Usage: [THREADS=N] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${1:-$root/../shared/datasets/camvid}"
@@ -31,14 +31,16 @@ options() {
   esac
 }
 for name in ${variants[*]}; do options "$name" > /dev/null || exit 2; done
-for name in ${variants[*]}; do
+for variant in ${variants[*]}; do
+  # the 10-epoch budget keeps the plain variant names; longer schedules are NAME_eEPOCHS
+  name="$variant"; [ "$epochs" = 10 ] || name="${variant}_e$epochs"
   run="$runs/$name"
   if [ ! -f "$run/model.pt" ]; then
     mkdir -p "$run"
     # shellcheck disable=SC2046
     /usr/bin/time -v -o "$run/time_$(date -u +%Y%m%dT%H%M%S).txt" "$fcnseg" train --data "$data" \
-      --holdout-sequences "$holdout" $(options "$name") --epochs "$epochs" --val-every "$epochs" \
-      --run-dir "$run" --out "$run/model.pt" --resume --threads 2
+      --holdout-sequences "$holdout" $(options "$variant") --epochs "$epochs" --val-every "$epochs" \
+      --run-dir "$run" --out "$run/model.pt" --resume --threads "${THREADS:-2}"
   fi
   for size in 320x224 480x352; do
     [ -f "$evals/${name}_unseen_${holdout}_$size.json" ] || "$fcnseg" evaluate --data "$data" --split train,val \

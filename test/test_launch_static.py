@@ -26,8 +26,7 @@ ROS_BUILT_IN_PARAMETERS = {"use_sim_time"}  # declared by every rclpy node
 
 @pytest.fixture(scope="module")
 def node_parameters():
-    pytest.importorskip("rclpy", reason="rclpy is not installed (pip install -r requirements.txt)")
-    from fcn_segmentation.ros.node import PARAMETERS
+    from fcn_segmentation.ros.parameters import PARAMETERS  # the node's table; importable without ROS
 
     return PARAMETERS
 
