@@ -16,6 +16,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
 from fcn_segmentation.data import read_label, read_rgb, split_pairs  # noqa: E402
+from node_support import node_running  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
     SegmentationClient, image_msg, image_to_array, publish_until_answered, spin_until, stamp_key, start_node,
     stop_node)
@@ -26,14 +27,9 @@ TOPIC = "/test_camera/image_raw"
 
 @pytest.fixture(scope="module")
 def node_process(dds_env, bundled_model, tmp_path_factory):
-    log = tmp_path_factory.mktemp("node") / "node.log"
-    process = start_node({"model_path": str(bundled_model), "diagnostics_period": 0.5, "log_throttle_period": 0.1},
-                         remaps={"image": TOPIC, "__ns": "/test_camera"}, log_path=str(log))
-    yield process, log
-    code = stop_node(process)
-    text = log.read_text()
-    assert code == 0, f"node exited with {code}:\n{text[-3000:]}"
-    assert "Traceback" not in text, text[-3000:]
+    with node_running({"model_path": str(bundled_model), "diagnostics_period": 0.5, "log_throttle_period": 0.1},
+                      {"image": TOPIC, "__ns": "/test_camera"}, tmp_path_factory.mktemp("node")) as running:
+        yield running
 
 
 @pytest.fixture
