@@ -110,7 +110,8 @@ def cmd_make_bag(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from .replay_report import ReplayError, format_summary, write_report
+    from .replay_files import format_summary, write_report
+    from .replay_report import ReplayError
 
     out = Path(args.out)
     try:

@@ -22,9 +22,9 @@ from .bags import STORAGE_SUFFIXES, BagError, BagReader
 from .files import private_temp_path
 from .frames import DEFAULT_MAX_PIXELS, FrameError
 from .metrics import ConfusionMatrix
-from .replay_report import (STRIP_HEIGHT, ReplayError, ReplayReport, _fmt, _plot_iou, core_segmenter,
-                            latency_summary, offline_summary, open_frames, segment_frames, write_frame_pngs,
-                            write_strip)
+from .replay_files import format_value, plot_iou, write_frame_pngs, write_strip
+from .replay_report import (STRIP_HEIGHT, ReplayError, ReplayReport, core_segmenter, latency_summary, offline_summary,
+                            open_frames, segment_frames)
 
 RAY_INSTALL_HINT = ("Ray is not installed; install it with `pip install 'ray==2.60.*'` (or `pip install -r "
                     "requirements.txt`, the standalone set-up)")
@@ -320,7 +320,7 @@ def write_fleet_report(out_dir, report: dict, worst: List[Tuple[float, str, int,
     plots = {}
     if report["per_class_iou"]:
         temp = private_temp_path(out / "per_class_iou.png", ".png")
-        _plot_iou(report, temp)
+        plot_iou(report, temp)
         os.replace(temp, out / "per_class_iou.png")
         plots["per_class_iou"] = "per_class_iou.png"
     names = {i: f"{i:02d}_{Path(bag).stem}_frame_{index:05d}.png" for i, (_, bag, index, _) in enumerate(worst)}
@@ -354,10 +354,12 @@ def fleet_markdown(report: dict) -> str:
              f"| bags evaluated / failed | {report['bags_evaluated']} / {len(report['bags_failed'])} |",
              f"| frames / labelled / failed | {report['frames']} / {report['frames_labelled']} / "
              f"{report['frames_failed']} |",
-             f"| mIoU / pixel accuracy | {_fmt(report['miou'], 3)} / {_fmt(report['pixel_accuracy'], 3)} |",
-             f"| latency p50 / p95 / p99 (decode + segment) | {_fmt(lat['p50'])} / {_fmt(lat['p95'])} / "
-             f"{_fmt(lat['p99'])} ms |",
-             f"| frames/s (all workers) / wall time | {_fmt(report['fps'], 2)} / {report['wall_time_s']:.1f} s |"]
+             f"| mIoU / pixel accuracy | {format_value(report['miou'], 3)} / "
+             f"{format_value(report['pixel_accuracy'], 3)} |",
+             f"| latency p50 / p95 / p99 (decode + segment) | {format_value(lat['p50'])} / "
+             f"{format_value(lat['p95'])} / {format_value(lat['p99'])} ms |",
+             f"| frames/s (all workers) / wall time | {format_value(report['fps'], 2)} / "
+             f"{report['wall_time_s']:.1f} s |"]
     if report["bags_failed"]:
         lines += ["", "## Bags that could not be evaluated", ""]
         lines += [f"- `{f['bag']}`: {f['error']}" for f in report["bags_failed"]]
@@ -368,14 +370,14 @@ def fleet_markdown(report: dict) -> str:
             lines.append(f"| `{Path(row['bag']).name}` | could not be evaluated (see above) | | | | | |")
         else:
             lines.append(f"| `{Path(row['bag']).name}` | {row['frames']} | {row['frames_labelled']} | "
-                         f"{_fmt(row['miou'], 3)} | {_fmt(row['latency_p50_ms'])} ms | "
-                         f"{_fmt(row['latency_p95_ms'])} ms | {row['failures']} |")
+                         f"{format_value(row['miou'], 3)} | {format_value(row['latency_p50_ms'])} ms | "
+                         f"{format_value(row['latency_p95_ms'])} ms | {row['failures']} |")
     warnings = [f"`{Path(r['bag']).name}`: {w}" for r in report["per_bag"] for w in r.get("warnings", [])]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if report["per_class_iou"]:
         lines += ["", "## Per-class IoU (all bags)", "", "| class | IoU |", "|---|---|"]
-        lines += [f"| {name} | {_fmt(iou, 3)} |" for name, iou in report["per_class_iou"].items()]
+        lines += [f"| {name} | {format_value(iou, 3)} |" for name, iou in report["per_class_iou"].items()]
         lines += ["", f"![per-class IoU]({report['plots']['per_class_iou']})"]
     if report["worst_frames"]:
         lines += ["", f"## Worst frames (lowest pixel accuracy; {STRIP_HEIGHT} px high, left to right, top to "
@@ -390,8 +392,8 @@ def format_fleet_summary(report: dict) -> str:
     lat = report["latency_ms"]
     lines = [f"bags: {report['bags_evaluated']} evaluated, {len(report['bags_failed'])} failed; frames: "
              f"{report['frames']} ({report['frames_labelled']} labelled, {report['frames_failed']} failed); "
-             f"{_fmt(report['fps'], 2)} frames/s over {report['workers']} workers",
-             f"latency decode + segment: p50 {_fmt(lat['p50'])} ms, p95 {_fmt(lat['p95'])} ms"]
+             f"{format_value(report['fps'], 2)} frames/s over {report['workers']} workers",
+             f"latency decode + segment: p50 {format_value(lat['p50'])} ms, p95 {format_value(lat['p95'])} ms"]
     if report["miou"] is not None:
         lines.append(f"mIoU on {report['frames_labelled']} labelled frames: {report['miou']:.3f} "
                      f"(pixel accuracy {report['pixel_accuracy']:.3f})")

@@ -13,7 +13,8 @@ from ..backends import BackendError, create_backend
 from ..bags import BagError, write_dataset_bag
 from ..defaults import default_sample_dir
 from ..model.model_file import load_model_file
-from ..replay_report import ReplayError, format_summary, write_report
+from ..replay_files import format_summary, write_report
+from ..replay_report import ReplayError
 from ..drivable import grid_image
 from .client import Received, image_to_array
 from .replay import ReplayOptions, replay_over_dds
