@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Recipe levers measured on an unseen drive (issue 16): sequence 0006R0 is left out of training
 # (train on the 266 train frames of 0001TP and 0016E5) and each variant is scored on all 101 frames of
-# 0006R0 and on standard val, at the 480x352 training scale and the 320x224 default, for an equal budget.
-# Resumable: rerun to continue. Usage: [THREADS=N] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
+# 0006R0 and on standard val, at the 320x224 and 384x288 (default) input sizes and the 480x352 training
+# scale, for an equal budget. Resumable: rerun to continue.
+# Usage: [THREADS=N] [SIZES="WxH ..."] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${1:-$root/../shared/datasets/camvid}"
@@ -42,7 +43,7 @@ for variant in ${variants[*]}; do
       --holdout-sequences "$holdout" $(options "$variant") --epochs "$epochs" --val-every "$epochs" \
       --run-dir "$run" --out "$run/model.pt" --resume --threads "${THREADS:-2}"
   fi
-  for size in 320x224 480x352; do
+  for size in ${SIZES:-320x224 384x288 480x352}; do
     [ -f "$evals/${name}_unseen_${holdout}_$size.json" ] || "$fcnseg" evaluate --data "$data" --split train,val \
       --sequences "$holdout" --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
       --json "$evals/${name}_unseen_${holdout}_$size.json"

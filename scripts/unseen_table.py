@@ -25,7 +25,7 @@ def table(out: Path, holdout: str) -> str:
                    key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     header = ["variant", "input", f"unseen {holdout} mIoU", "val mIoU", *(f"{c} unseen / val" for c in THIN)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for size in ("320x224", "480x352"):
+    for size in ("320x224", "384x288", "480x352"):
         for name in names:
             cells = row(out, name, holdout, size)
             if cells:
