@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe levers measured on an unseen drive (issue 16): sequence 0006R0 is left out of training
 # (train on the 266 train frames of 0001TP and 0016E5) and each variant is scored on all 101 frames of
-# 0006R0 and on standard val, at the 320x224 and 384x288 (default) input sizes and the 480x352 training
+# 0006R0 and on standard val, at the 320x224 default, 384x288 and the 480x352 training
 # scale, for an equal budget. Resumable: rerun to continue.
 # Usage: [THREADS=N] [SIZES="WxH ..."] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
 set -euo pipefail

@@ -25,7 +25,10 @@ def table(out: Path, holdout: str) -> str:
                    key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     header = ["variant", "input", f"unseen {holdout} mIoU", "val mIoU", *(f"{c} unseen / val" for c in THIN)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for size in ("320x224", "384x288", "480x352"):
+    # every input size some variant was scored at, smallest first (names end _WxH.json)
+    sizes = sorted({p.stem.rsplit("_", 1)[1] for p in out.glob("*_unseen_*.json")},
+                   key=lambda wxh: tuple(int(side) for side in wxh.split("x")))
+    for size in sizes:
         for name in names:
             cells = row(out, name, holdout, size)
             if cells:
