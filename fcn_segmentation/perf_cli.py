@@ -33,7 +33,7 @@ def cmd_quantize(args) -> int:
     model, info = load_model_file(args.model)
     if args.input_size:  # an INT8 graph runs at one input size: the node's network_image_width/height
         info.input_height, info.input_width = args.input_size
-    fp32 = onnx_for(args.model, None, model, info)
+    fp32 = onnx_for(args.model, None, model, info, sub_pixel=args.quantizer == "nncf")  # the form OpenVINO runs
     images = calibration_images(args.calibration_data, args.num_images, args.calibration_split)
     out = quantize_onnx(fp32, args.out, images, args.quantizer)
     print(f"wrote {out} (QDQ INT8 at {info.input_width}x{info.input_height}, calibrated on {len(images)} "

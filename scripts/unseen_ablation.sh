@@ -27,6 +27,9 @@ options() {
     ohem) echo "--hard-pixel-fraction 0.25" ;;
     rare_ohem) echo "--rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     lite1) echo "--backbone lite1" ;;
+    lite2) echo "--backbone lite2" ;;
+    bf16) echo "--bf16 on" ;;
+    bf16_rare_crops) echo "--bf16 on --rare-crop-prob 0.5" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

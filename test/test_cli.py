@@ -123,6 +123,7 @@ def test_quantize_writes_an_int8_model_that_the_onnxruntime_backend_runs(bundled
                  "--calibration-split", "val", "--num-images", "3", "--out", str(int8)]) == 0
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "DepthToSpace" in ops, "NNCF quantizes the sub-pixel form, which OpenVINO runs in INT8 to the end"
     fp32, _ = create_backend("onnxruntime", model, device="cpu")
     quantized, _ = create_backend("onnxruntime", model, device="cpu", onnx_path=int8)
     info = fp32.info

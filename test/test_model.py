@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from fcn_segmentation.model.backbones import build_backbone
 from fcn_segmentation.model.fcn import FCN
-from fcn_segmentation.model.surgery import bilinear_kernel, bilinear_upsampler
+from fcn_segmentation.model.surgery import SubPixelUpsampler, bilinear_kernel, bilinear_upsampler
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,23 @@ def test_stronger_backbones_load_their_imagenet_weights_and_fit_the_fcn_head(nam
     assert scores.shape == (1, 11, 64, 96)
     with pytest.raises(ValueError, match="unknown backbone"):
         backbone_name("lite9")
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_sub_pixel_upsampler_computes_what_the_trained_transposed_convolution_computes(factor):
+    torch.manual_seed(factor)
+    upsampler = bilinear_upsampler(5, factor)
+    with torch.no_grad():  # learned weights are no longer per-channel bilinear: mix channels too
+        upsampler.weight.add_(0.3 * torch.randn_like(upsampler.weight))
+    scores = torch.randn(2, 5, 7, 9)
+    expected = upsampler(scores)
+    got = SubPixelUpsampler(upsampler)(scores)
+    assert got.shape == expected.shape == (2, 5, 7 * factor, 9 * factor)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_sub_pixel_upsampler_refuses_other_transposed_convolutions():
+    with pytest.raises(ValueError, match="not a bilinear_upsampler-shaped"):
+        SubPixelUpsampler(torch.nn.ConvTranspose2d(4, 4, kernel_size=3, stride=2, padding=1))
+    with pytest.raises(ValueError, match="not a bilinear_upsampler-shaped"):
+        SubPixelUpsampler(torch.nn.ConvTranspose2d(4, 4, kernel_size=16, stride=8, padding=4, bias=True))

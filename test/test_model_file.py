@@ -65,6 +65,23 @@ def test_onnx_export_matches_torch_and_carries_metadata(tiny_model_file, tmp_pat
     assert read_onnx_info(path).class_names == info.class_names
 
 
+def test_sub_pixel_export_scores_what_the_plain_export_scores_without_transposed_convolution_at_the_end(
+        tiny_model_file, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    model, info = load_model_file(tiny_model_file)
+    plain = export_onnx(model, info, tmp_path / "plain.onnx")
+    sub_pixel = export_onnx(model, info, tmp_path / "sub_pixel.onnx", sub_pixel=True)
+    operators = [node.op_type for node in onnx.load(str(sub_pixel)).graph.node]
+    assert "DepthToSpace" in operators and operators.count("ConvTranspose") == 2, "only the final upsampler changes"
+    assert read_onnx_info(sub_pixel).class_names == info.class_names
+    image = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype(np.float32)
+    plain_scores, sub_pixel_scores = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                                      .run(None, {"image": image})[0] for path in (plain, sub_pixel))
+    assert np.abs(plain_scores - sub_pixel_scores).max() < 1e-4
+
+
 def test_onnx_uses_only_tensorrt_friendly_static_operators(tiny_model_file, tmp_path):
     import onnx
 
@@ -155,3 +172,9 @@ def test_the_export_cache_key_changes_with_the_exporter_and_not_otherwise(tiny_m
     with monkeypatch.context() as patch:
         patch.setattr(export.torch, "__version__", "9.9.9")
         assert export.onnx_cache_path(tiny_model_file, info) != cached, "torch's exporter changed"
+    sub_pixel = export.onnx_cache_path(tiny_model_file, info, sub_pixel=True)
+    assert sub_pixel.name.endswith(".subpixel.onnx") and sub_pixel.parent == cached.parent
+    with monkeypatch.context() as patch:
+        patch.setattr(export, "SUB_PIXEL_SOURCE_HASH", "an edited surgery.py")
+        assert export.onnx_cache_path(tiny_model_file, info, sub_pixel=True) != sub_pixel
+        assert export.onnx_cache_path(tiny_model_file, info) == cached, "the plain export does not depend on it"

@@ -78,17 +78,17 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
         user_onnx_quantized = onnx_is_quantized(onnx_path)
     calibration = calibration_source(model_path, calibration_data)
     candidates = _candidates(name, device)
-    own_export: list = []  # the model's cached ONNX export, or why it failed: made once for all candidates
+    own_exports: dict = {}  # the model's cached ONNX export per form, or why it failed: made once for all candidates
 
-    def model_onnx() -> Path:
-        if not own_export:
+    def model_onnx(sub_pixel: bool = False) -> Path:
+        if sub_pixel not in own_exports:
             try:
-                own_export.append(_cached_onnx(model_path, model, info))
+                own_exports[sub_pixel] = _cached_onnx(model_path, model, info, sub_pixel)
             except BackendError as exc:
-                own_export.append(exc)
-        if isinstance(own_export[0], BackendError):
-            raise own_export[0]
-        return own_export[0]
+                own_exports[sub_pixel] = exc
+        if isinstance(own_exports[sub_pixel], BackendError):
+            raise own_exports[sub_pixel]
+        return own_exports[sub_pixel]
 
     skipped: List[str] = []
     any_failed = False  # as opposed to every candidate being absent from this machine
@@ -107,7 +107,8 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                                           engine_cache_dir=engine_cache_dir, precision=chosen,
                                           force_engine_update=force_engine_update, calibration_images=batches)
             elif backend_name in ONNX_BACKENDS:
-                graph = onnx_path or model_onnx()
+                # OpenVINO gets the final upsampler as a convolution, which its CPU plugin runs in INT8
+                graph = onnx_path or model_onnx(sub_pixel=backend_name == "openvino")
                 if chosen == "int8" and not user_onnx_quantized:
                     graph = _quantized_onnx(graph, calibration, model_path, backend_name)
                 hint = _onnx_fix_hint(graph, model_path, given=bool(onnx_path))
@@ -205,19 +206,20 @@ def _candidates(name: str, device: str) -> List[Tuple[str, str, Tuple[str, ...]]
     return order
 
 
-def onnx_for(model_path, onnx_path, model, info) -> Path:
+def onnx_for(model_path, onnx_path, model, info, sub_pixel: bool = False) -> Path:
     """The ONNX file for a model: the given one (checked against the model file), or the model's own
-    export cached next to it (or in ~/.cache when that folder is read-only)."""
+    export (``sub_pixel``: OpenVINO's form) cached next to it (or in ~/.cache when that folder is
+    read-only)."""
     if onnx_path:
         return checked_user_onnx(onnx_path, info, model_path)
-    return _cached_onnx(model_path, model, info)
+    return _cached_onnx(model_path, model, info, sub_pixel)
 
 
-def _cached_onnx(model_path, model, info) -> Path:
+def _cached_onnx(model_path, model, info, sub_pixel: bool = False) -> Path:
     from ..export import cached_onnx
 
     try:
-        return cached_onnx(model_path, model, info)
+        return cached_onnx(model_path, model, info, sub_pixel)
     except OSError as exc:  # a read-only or full disk: auto can still run torch on the model file
         raise BackendError(f"cannot write the ONNX export of {model_path} ({exc}); check that the model's folder "
                            "or ~/.cache/fcn_segmentation (ONNX cache) are writable, or give an ONNX file "

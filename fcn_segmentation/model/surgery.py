@@ -33,3 +33,48 @@ def bilinear_upsampler(channels: int, factor: int, learnable: bool = True) -> nn
         up.weight.copy_(bilinear_kernel(channels, 2 * factor))
     up.weight.requires_grad_(learnable)
     return up
+
+
+class SubPixelUpsampler(nn.Module):
+    """The same function as a ``bilinear_upsampler`` (transposed convolution, kernel 2s, stride s,
+    padding s/2, no bias), computed as a 2x2 convolution to C x s x s channels, a pixel shuffle and a
+    crop. Used only in graphs exported for OpenVINO: its CPU plugin has no INT8 kernel for the 16x16
+    stride-8 transposed convolution and ran it in FP32 (a fifth of the INT8 network's time), while
+    this form is an ordinary convolution it quantizes (README, Performance).
+
+    Output row ``Y + s/2 = q*s + r`` takes input rows q and q-1 through kernel rows r and s+r, so
+    tap ``a`` of the 2x2 kernel (input row q-1+a) holds kernel row ``(1-a)*s + r``."""
+
+    def __init__(self, upsampler: nn.ConvTranspose2d):
+        super().__init__()
+        factor, padding = upsampler.stride[0], upsampler.padding[0]
+        shape_ok = (upsampler.kernel_size == (2 * factor, 2 * factor) and upsampler.stride == (factor, factor)
+                    and upsampler.padding == (factor // 2, factor // 2) and upsampler.groups == 1
+                    and upsampler.bias is None and upsampler.output_padding == (0, 0)
+                    and upsampler.dilation == (1, 1))
+        if not shape_ok:
+            raise ValueError(f"not a bilinear_upsampler-shaped transposed convolution: {upsampler}")
+        weight = upsampler.weight.detach()  # (in, out, 2s, 2s)
+        channels_in, channels_out = weight.shape[:2]
+        taps = weight.reshape(channels_in, channels_out, 2, factor, 2, factor).flip(2, 4)  # [i, o, a, r, b, r']
+        kernel = taps.permute(1, 3, 5, 0, 2, 4).reshape(channels_out * factor * factor, channels_in, 2, 2)
+        self.register_buffer("kernel", kernel.contiguous())
+        self.factor, self.padding = factor, padding
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        height, width = scores.shape[-2:]
+        phases = nn.functional.conv2d(nn.functional.pad(scores, (1, 1, 1, 1)), self.kernel)
+        upsampled = nn.functional.pixel_shuffle(phases, self.factor)
+        return upsampled[..., self.padding:self.padding + height * self.factor,
+                         self.padding:self.padding + width * self.factor]
+
+
+def with_sub_pixel_upsampling(model: nn.Module, names=("upscore_final",)) -> nn.Module:
+    """A copy of ``model`` whose named upsamplers are ``SubPixelUpsampler``s (same outputs)."""
+    import copy
+
+    converted = copy.deepcopy(model)
+    for name in names:
+        if isinstance(getattr(converted, name, None), nn.ConvTranspose2d):
+            setattr(converted, name, SubPixelUpsampler(getattr(converted, name)))
+    return converted
