@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE
+from .cpu_info import describe_cpu
 from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights
 from .files import private_temp_path
 from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
@@ -208,6 +209,7 @@ def train(args) -> Path:
     info.training = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "epochs": args.epochs,
                      "train_images": len(dataset), "train_images_by_sequence": count_by_sequence(pairs),
                      "holdout_sequences": parse_names(args.holdout_sequences), "device": str(device),
+                     "bf16_autocast": bf16, "cpu": describe_cpu() if device.type == "cpu" else None,
                      "train_time_s": round(history[-1]["elapsed_s"], 1) if history else 0.0,
                      "history": history}
     if history and "val_miou" in history[-1]:

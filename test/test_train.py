@@ -187,5 +187,11 @@ def test_train_with_rare_crops_and_hard_pixel_mining_records_them(sample_dir, tm
     _, info = load_model_file(out)
     recorded = info.training["args"]
     assert (recorded["rare_crop_prob"], recorded["hard_pixel_fraction"], recorded["bf16"]) == (0.5, 0.25, "auto")
+    from fcn_segmentation.train import cpu_has_bf16
+
+    assert info.training["bf16_autocast"] == cpu_has_bf16(), "what --bf16 auto chose on this CPU is recorded"
+    from fcn_segmentation.cpu_info import describe_cpu
+
+    assert info.training["cpu"] == describe_cpu(), "the CPU it trained on, with its instruction sets"
     assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--epochs", "1",
                  "--rare-classes", "Pole,Lamppost", "--rare-crop-prob", "0.5", "--run-dir", str(tmp_path / "bad")]) == 2
