@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import torch
 
@@ -13,6 +14,19 @@ def test_preprocess_resizes_and_normalises():
     out = Preprocessor(352, 480, (127, 127, 127), (128, 128, 128))(rgb)
     assert out.shape == (1, 3, 352, 480) and out.dtype == np.float32
     np.testing.assert_allclose(out[0, :, 100, 100], [1.0, 0.0, -127 / 128], atol=1e-6)
+
+
+def test_preprocess_one_scale_and_per_channel_scales_normalise_alike():
+    # the bundled models' single scale takes OpenCV's one-pass path; other models numpy's
+    rgb = np.random.default_rng(0).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    mean, std = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
+    for size, image in (((224, 320), rgb), ((360, 480), rgb[:, ::-1])):  # resized, and a strided view as it is
+        resized = image if image.shape[:2] == size else cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR)
+        for scales in ((64.0,) * 3, std):
+            expected = ((resized.astype(np.float32) - np.float32(mean)) / np.float32(scales)).transpose(2, 0, 1)
+            got = Preprocessor(*size, mean, scales)(image)
+            assert got.shape == (1, 3, *size) and got.dtype == np.float32
+            np.testing.assert_allclose(got[0], expected, atol=1e-5)
 
 
 def test_confidence_is_max_softmax_probability():
