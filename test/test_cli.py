@@ -147,7 +147,9 @@ def test_evaluate_runs_a_given_onnx_model_and_records_it(sample_dir, bundled_mod
     from fcn_segmentation.model.model_file import load_model_file
 
     # The untrained tiny network in the trained model's shape: if evaluate ran the .pt, mIoU would be high.
-    untrained = export_onnx(*load_model_file(tiny_model_file), tmp_path / "untrained.onnx", height=224, width=320)
+    size = load_model_file(bundled_model)[1]
+    untrained = export_onnx(*load_model_file(tiny_model_file), tmp_path / "untrained.onnx", height=size.input_height,
+                            width=size.input_width)
     out = tmp_path / "onnx.json"
     assert main(["evaluate", "--data", str(sample_dir), "--model", str(bundled_model), "--onnx", str(untrained),
                  "--limit", "2", "--json", str(out)]) == 0

@@ -78,7 +78,7 @@ def test_round_trip_masks_match_header_size_and_ground_truth(node_process, clien
         np.testing.assert_array_equal(colors[classes == 3][:5], [[128, 64, 128]] * min(5, (classes == 3).sum()))
     spin_until(executor, lambda: int(node.last_diagnostic_values().get("processed", 0)) >= 3, 10)
     values = node.last_diagnostic_values()
-    assert values["input_size"] == "320x224"
+    assert values["input_size"] == "384x288"
     # backend and precision auto: OpenVINO INT8 on a CPU-only machine, a CUDA backend where there is a GPU
     import onnxruntime
     import torch

@@ -32,11 +32,11 @@ def test_openvino_fp32_class_maps_equal_onnxruntime_fp32_on_camvid_frames(
     assert backend.describe() == "openvino (cpu, fp32)"
     assert backend.onnx_path.name.endswith(".subpixel.onnx"), "OpenVINO runs the sub-pixel export"
     maps = _class_maps(backend, sample_dir)
-    assert maps.shape == onnxruntime_fp32_maps.shape == (6, 224, 320)
+    assert maps.shape == onnxruntime_fp32_maps.shape == (6, 288, 384)
     agreement = (maps == onnxruntime_fp32_maps).mean()
     assert agreement >= 0.999, f"only {agreement:.5f} of pixels agree"
-    scores, classes = backend.segment(np.zeros((1, 3, 224, 320), np.float32))
-    assert scores.shape == (1, 11, 224, 320) and scores.dtype == np.float32 and classes.dtype == np.uint8
+    scores, classes = backend.segment(np.zeros((1, 3, 288, 384), np.float32))
+    assert scores.shape == (1, 11, 288, 384) and scores.dtype == np.float32 and classes.dtype == np.uint8
     np.testing.assert_array_equal(classes, scores[0].argmax(0))
 
 
