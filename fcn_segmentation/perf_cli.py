@@ -25,15 +25,16 @@ def _sample_image() -> Path:
 
 
 def cmd_quantize(args) -> int:
-    from .backends.selection import onnx_for
+    from .backends.selection import SUB_PIXEL_BACKENDS, onnx_for
     from .data import calibration_images
     from .model.model_file import load_model_file
-    from .quantize import quantize_onnx
+    from .quantize import BACKEND_FOR_QUANTIZER, quantize_onnx
 
     model, info = load_model_file(args.model)
     if args.input_size:  # an INT8 graph runs at one input size: the node's network_image_width/height
         info.input_height, info.input_width = args.input_size
-    fp32 = onnx_for(args.model, None, model, info, sub_pixel=args.quantizer == "nncf")  # the form OpenVINO runs
+    sub_pixel = BACKEND_FOR_QUANTIZER[args.quantizer] in SUB_PIXEL_BACKENDS  # the form its runtime runs
+    fp32 = onnx_for(args.model, None, model, info, sub_pixel=sub_pixel)
     images = calibration_images(args.calibration_data, args.num_images, args.calibration_split)
     out = quantize_onnx(fp32, args.out, images, args.quantizer)
     print(f"wrote {out} (QDQ INT8 at {info.input_width}x{info.input_height}, calibrated on {len(images)} "

@@ -25,6 +25,7 @@ QUANTIZER_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 # own quantizer's QDQ pairs into QLinearConv, but ran NNCF's graph at half its FP32 speed).
 QUANTIZERS = ("nncf", "onnxruntime")
 QUANTIZER_FOR_BACKEND = {"openvino": "nncf", "onnxruntime": "onnxruntime"}
+BACKEND_FOR_QUANTIZER = {quantizer: backend for backend, quantizer in QUANTIZER_FOR_BACKEND.items()}
 
 
 def quantize_onnx(fp32_onnx, out_path, calibration_images: Sequence[Path], quantizer: str = "nncf") -> Path:

@@ -183,3 +183,18 @@ def test_quantize_at_another_input_size_writes_an_int8_graph_of_that_size(tiny_m
     assert main(["evaluate", "--data", str(sample_dir), "--model", str(model), "--onnx", str(int8), "--input-size",
                  "64x64", "--limit", "1", "--json", str(tmp_path / "int8.json")]) == 0
     assert json.loads((tmp_path / "int8.json").read_text())["network_input_size"] == [64, 64]
+
+
+def test_each_quantizer_quantizes_the_graph_form_its_runtime_runs(tiny_model_file, sample_dir, tmp_path):
+    import shutil
+
+    import onnx
+
+    model = tmp_path / "tiny.pt"
+    shutil.copy(tiny_model_file, model)
+    for quantizer, sub_pixel in (("nncf", True), ("onnxruntime", False)):  # OpenVINO's form, ONNX Runtime's
+        int8 = tmp_path / f"tiny.{quantizer}.onnx"
+        assert main(["quantize", "--model", str(model), "--calibration-data", str(sample_dir), "--calibration-split",
+                     "val", "--num-images", "1", "--quantizer", quantizer, "--out", str(int8)]) == 0
+        ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+        assert ("DepthToSpace" in ops) == sub_pixel, (quantizer, ops)

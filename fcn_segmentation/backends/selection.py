@@ -107,8 +107,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                                           engine_cache_dir=engine_cache_dir, precision=chosen,
                                           force_engine_update=force_engine_update, calibration_images=batches)
             elif backend_name in ONNX_BACKENDS:
-                # OpenVINO gets the final upsampler as a convolution, which its CPU plugin runs in INT8
-                graph = onnx_path or model_onnx(sub_pixel=backend_name == "openvino")
+                graph = onnx_path or model_onnx(sub_pixel=backend_name in SUB_PIXEL_BACKENDS)
                 if chosen == "int8" and not user_onnx_quantized:
                     graph = _quantized_onnx(graph, calibration, model_path, backend_name)
                 hint = _onnx_fix_hint(graph, model_path, given=bool(onnx_path))
@@ -167,6 +166,12 @@ INT8_NEEDS_CALIBRATION = (
     "precision int8 needs calibration images for this model: set calibration_data (a folder of images from "
     "your cameras, or a CamVid-layout dataset whose train/ is used), or give a QDQ INT8 ONNX from "
     "`fcnseg quantize` as onnx_path")
+
+
+# The backends that get the final upsampler as a convolution and a pixel shuffle: OpenVINO's CPU
+# plugin runs that in INT8, its transposed convolution only in FP32. Their quantizer (quantize.py's
+# QUANTIZER_FOR_BACKEND) quantizes the same form.
+SUB_PIXEL_BACKENDS = frozenset({"openvino"})
 
 
 def calibration_source(model_path, calibration_data) -> Optional[Path]:
