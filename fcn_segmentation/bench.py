@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .confidence import DEFAULT_STRIDE as NODE_SCORES_STRIDE
 from .data import read_rgb
 from .frames import decode_raw, encode_raw
 from .postprocess import resize_nearest
@@ -56,7 +57,8 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> flo
 
 class BarePipeline:
     """The node's per-frame work without ROS transport, with one backend: decode a bgr8 buffer,
-    preprocess, infer + argmax at network size, nearest upsample + palette lookup, and (when ROS is
+    preprocess, infer + argmax at network size (and the scores the node's confidence monitor samples,
+    every ``NODE_SCORES_STRIDE``-th pixel's), nearest upsample + palette lookup, and (when ROS is
     importable) build the messages. ``colors=False`` stops at the class mask: the work the node does
     before it publishes the class mask, the like-for-like baseline of its publish -> class mask latency."""
 
@@ -77,7 +79,7 @@ class BarePipeline:
         t1 = time.perf_counter()
         batch = self.preprocess(image)
         t2 = time.perf_counter()
-        _, network_classes = self.backend.segment(batch)
+        _, network_classes = self.backend.segment(batch, NODE_SCORES_STRIDE)
         t3 = time.perf_counter()
         classes = resize_nearest(network_classes, (self.height, self.width))
         colors = color_mask(classes, self.lut) if self.colors else None
@@ -133,7 +135,7 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
         try:
             backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size,
                                         precision=precision, cpu_threads=threads, cpu_busy_wait=False,
-                                        calibration_data=calibration_data)
+                                        calibration_data=calibration_data, scores_stride=NODE_SCORES_STRIDE)
             found.append((label, backend))
         except BackendError as exc:
             skipped.append(f"{label}: {exc}")

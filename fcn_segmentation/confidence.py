@@ -82,9 +82,14 @@ class ConfidenceMonitor:
         self._lock = threading.Lock()
         self._frames, self._sums = 0, np.zeros(4)
 
-    def add(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY
-            ) -> Tuple[float, float, float, float]:
-        values = (*frame_confidence(scores, low_probability, self.stride), *picture_statistics(rgb))
+    def add(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
+            scores_stride: int = 1) -> Tuple[float, float, float, float]:
+        """``scores_stride``: ``scores`` are already those of every scores_stride-th pixel (a divisor
+        of the monitor's stride: the same pixels are read)."""
+        if self.stride % scores_stride:
+            raise ValueError(f"scores sampled every {scores_stride} pixels cannot give every {self.stride}-th")
+        stride = self.stride // scores_stride
+        values = (*frame_confidence(scores, low_probability, stride), *picture_statistics(rgb))
         with self._lock:
             self._frames += 1
             self._sums += values

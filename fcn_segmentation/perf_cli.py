@@ -71,7 +71,7 @@ def cmd_build_engine(args) -> int:
 
 def cmd_bench(args) -> int:
     from .backends import create_backend
-    from .bench import BarePipeline, format_report, ros_message_builder, run_bench
+    from .bench import NODE_SCORES_STRIDE, BarePipeline, format_report, ros_message_builder, run_bench
     from .data import read_rgb
 
     image = args.image or _sample_image()
@@ -80,7 +80,7 @@ def cmd_bench(args) -> int:
         # Configured as the node's default (inference_busy_wait false), so the two compare like for like.
         bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size,
                                  precision=args.dds_precision, cpu_busy_wait=False,
-                                 calibration_data=args.calibration_data)
+                                 calibration_data=args.calibration_data, scores_stride=NODE_SCORES_STRIDE)
         # The node publishes the class mask before it draws anything: the baseline stops there too.
         pipeline = BarePipeline(bare, rgb, ros_message_builder(), colors=False)
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,

@@ -17,6 +17,7 @@ class Segmentation:
     scores: np.ndarray                  # (1, C, h, w) float32 class scores (image size with full-resolution logits)
     timings_ms: Dict[str, float]
     network_classes: Optional[np.ndarray] = None  # (h, w) uint8 at the network's input size
+    scores_stride: int = 1              # scores of every scores_stride-th network pixel only
 
     def confidence(self) -> np.ndarray:
         """(H, W) uint8 max softmax probability x 255, computed on demand: the node asks for it
@@ -37,23 +38,31 @@ FULL_RESOLUTION_SCORES_MAX_BYTES = 32 * 1024 * 1024
 class Segmenter:
     """Segments RGB uint8 images of any size with one backend."""
 
-    def __init__(self, backend, full_resolution_logits: bool = False):
+    def __init__(self, backend, full_resolution_logits: bool = False, scores_stride: int = 1):
+        """``scores_stride`` s: each Segmentation's scores are those of every s-th network pixel (what
+        a confidence estimate on sampled pixels needs; faster on OpenVINO), unless a call asks for all."""
         info = backend.info
         self.backend = backend
         self.info = info
         self.full_resolution_logits = full_resolution_logits
+        self.scores_stride = 1 if full_resolution_logits else scores_stride
         self.preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
         self.lut = palette_lut(info.palette)
 
-    def __call__(self, rgb: np.ndarray, output_hw: Optional[Tuple[int, int]] = None) -> Segmentation:
+    def __call__(self, rgb: np.ndarray, output_hw: Optional[Tuple[int, int]] = None,
+                 all_scores: bool = False) -> Segmentation:
         """Segment ``rgb``; the class mask has size ``output_hw`` (the frame's, when ``rgb`` was decoded
-        at a reduced scale), by default the image's. Raises NonFiniteScoresError for NaN / inf scores."""
+        at a reduced scale), by default the image's. ``all_scores``: the scores of every pixel, whatever
+        the Segmenter's ``scores_stride``. Raises NonFiniteScoresError for NaN / inf scores."""
+        stride = 1 if all_scores else self.scores_stride
         t0 = time.perf_counter()
         batch = self.preprocess(rgb)
         t1 = time.perf_counter()
-        scores, network_classes = self.backend.segment(batch)
+        scores, network_classes = self.backend.segment(batch, stride)
         t2 = time.perf_counter()
-        if not np.isfinite(scores).all():  # 0.1 ms at 320x224; a NaN would otherwise argmax to class 0
+        # 0.1 ms at 320x224 (on all scores); a NaN would otherwise argmax to class 0. Sampled scores are
+        # checked as sampled: NaN weights or normalisation spoil every pixel, not a few.
+        if not np.isfinite(scores).all():
             raise NonFiniteScoresError(f"the network gave {np.count_nonzero(~np.isfinite(scores))} non-finite "
                                        "scores (NaN or inf): check the model file's weights and normalisation")
         size = tuple(output_hw) if output_hw else rgb.shape[:2]
@@ -68,7 +77,7 @@ class Segmenter:
             classes = resize_nearest(network_classes, size)
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
-        return Segmentation(classes, scores, timings, network_classes)
+        return Segmentation(classes, scores, timings, network_classes, stride)
 
     def colorize(self, classes: np.ndarray) -> np.ndarray:
         return color_mask(classes, self.lut)

@@ -30,8 +30,9 @@ def bundled_model() -> Path:
     timeouts in the tests do not include them."""
     assert BUNDLED_MODEL.is_file(), f"bundled model missing: {BUNDLED_MODEL}"
     from fcn_segmentation.backends import create_backend
+    from fcn_segmentation.confidence import DEFAULT_STRIDE
 
-    create_backend("auto", BUNDLED_MODEL)
+    create_backend("auto", BUNDLED_MODEL, scores_stride=DEFAULT_STRIDE)  # the node's graph
     return BUNDLED_MODEL
 
 

@@ -349,3 +349,31 @@ def test_tensorrt_build_progress_shows_as_nested_tqdm_bars(capsys):
     assert monitor.bars == {}
     assert "TensorRT: Building engine" in capsys.readouterr().err
     assert make_progress_monitor(types.SimpleNamespace()) is None, "TensorRT without IProgressMonitor"
+
+
+@pytest.mark.parametrize("sub_pixel", [False, True], ids=["plain", "sub_pixel"])
+def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_ids(tiny_model_file, tmp_path,
+                                                                                   sub_pixel):
+    import onnx
+    import onnxruntime as ort
+
+    from fcn_segmentation.backends.graph_outputs import with_class_ids
+    from fcn_segmentation.export import export_onnx
+    from fcn_segmentation.model.model_file import load_model_file
+
+    model, info = load_model_file(tiny_model_file)
+    path = export_onnx(model, info, tmp_path / "tiny.onnx", sub_pixel=sub_pixel)
+    batch = np.random.default_rng(0).standard_normal((1, 3, info.input_height, info.input_width)).astype(np.float32)
+
+    def run(graph):
+        return ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+
+    full_scores, full_classes = run(with_class_ids(path))
+    assert full_scores.shape == (1, 11, 64, 96) and full_classes.shape == (1, 64, 96)
+    for stride in (2, 4, 8):
+        graph = with_class_ids(path, stride)
+        from_phases = any(node.op_type == "Gather" for node in onnx.load_from_string(graph).graph.node)
+        assert from_phases == sub_pixel, "a sub-pixel graph's outputs come from its phases"
+        scores, classes = run(graph)
+        np.testing.assert_allclose(scores, full_scores[:, :, ::stride, ::stride], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(classes, full_classes)

@@ -72,3 +72,14 @@ def test_picture_statistics():
     contrast, noise = picture_statistics(stripes, stride=1)
     assert contrast == pytest.approx(100.0) and noise == pytest.approx(200.0)
     assert unsure(ConfidenceSummary(3, 0.95, 0.01, 60.0, 9.0)) is None
+
+
+def test_the_monitor_reads_the_same_pixels_from_scores_sampled_at_a_divisor_of_its_stride():
+    scores = np.random.default_rng(1).standard_normal((1, 11, 64, 96)).astype(np.float32) * 3
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    monitor = ConfidenceMonitor(stride=4)
+    full = monitor.add(scores, rgb)
+    assert monitor.add(scores[:, :, ::4, ::4], rgb, scores_stride=4) == full
+    assert monitor.add(scores[:, :, ::2, ::2], rgb, scores_stride=2) == full
+    with pytest.raises(ValueError, match="every 3 pixels cannot give every 4-th"):
+        monitor.add(scores[:, :, ::3, ::3], rgb, scores_stride=3)

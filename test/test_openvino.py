@@ -174,3 +174,21 @@ def test_node_runs_openvino_over_dds(dds_env, bundled_model, sample_dir, tmp_pat
         rclpy.try_shutdown()
         code = stop_node(process)
     assert code == 0, log.read_text()[-3000:]
+
+
+def test_sampled_scores_are_every_strided_pixels_scores_and_leave_the_class_ids_alone(bundled_model, sample_dir):
+    """The node asks for the scores of every 4th pixel (its confidence monitor's): OpenVINO then takes
+    the class ids and those scores from the sub-pixel phases and skips the full-resolution scores."""
+    for precision in ("fp32", "int8"):
+        backend, _ = create_backend("openvino", bundled_model, precision=precision, scores_stride=4)
+        info = backend.info
+        preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
+        for image, _ in split_pairs(sample_dir, "val")[:3]:
+            batch = preprocess(read_rgb(image))
+            full_scores, full_classes = backend.segment(batch)
+            for stride in (4, 8):
+                scores, classes = backend.segment(batch, stride)
+                assert scores.shape == (1, 11, 288 // stride, 384 // stride)
+                np.testing.assert_allclose(scores, full_scores[:, :, ::stride, ::stride], rtol=1e-4, atol=1e-4)
+                agreement = (classes == full_classes).mean()
+                assert agreement >= 0.9999, f"{precision}, stride {stride}: {agreement:.5f} of class ids agree"

@@ -99,6 +99,22 @@ def test_segmenter_gives_image_sized_classes_and_confidence_on_demand(tiny_model
     assert set(result.timings_ms) == {"preprocess", "inference", "postprocess"}
 
 
+def test_a_segmenter_with_a_scores_stride_gives_sampled_scores_unless_asked_for_all(tiny_model_file):
+    from fcn_segmentation.backends import create_backend
+    from fcn_segmentation.pipeline import Segmenter
+
+    backend, _ = create_backend("onnxruntime", tiny_model_file, device="cpu")
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    full = Segmenter(backend)(rgb)
+    sampled = Segmenter(backend, scores_stride=4)(rgb)
+    assert sampled.scores_stride == 4 and full.scores_stride == 1
+    np.testing.assert_array_equal(sampled.scores, full.scores[:, :, ::4, ::4])
+    np.testing.assert_array_equal(sampled.classes, full.classes)
+    everything = Segmenter(backend, scores_stride=4)(rgb, all_scores=True)
+    assert everything.scores_stride == 1 and everything.scores.shape == full.scores.shape
+    assert Segmenter(backend, full_resolution_logits=True, scores_stride=4).scores_stride == 1
+
+
 def model_file_with_infinite_scores(tiny_model_file, path):
     """Finite-looking metadata over weights whose last layer gives +inf and -inf scores (as an
     image_std of 0 would): a model that must not publish masks of one class."""

@@ -26,13 +26,20 @@ class Backend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Scores (1, C, h, w) and class ids (h, w) uint8 at the network's size. Backends that can
-        take the argmax faster than numpy (in their graph, on their device) override this."""
+    def segment(self, batch: np.ndarray, scores_stride: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+        """Scores (1, C, h, w) and class ids (h, w) uint8 at the network's size. ``scores_stride`` s:
+        the scores of every s-th pixel only, ``scores[:, :, ::s, ::s]`` (the caller needs no more;
+        a backend may then skip work). Backends that can take the argmax faster than numpy (in their
+        graph, on their device) override this."""
         from ..postprocess import class_map
 
         scores = self.infer(batch)
-        return scores, class_map(scores)
+        return sampled(scores, scores_stride), class_map(scores)
 
     def describe(self) -> str:
         return f"{self.name} ({self.device})"
+
+
+def sampled(scores: np.ndarray, stride: int) -> np.ndarray:
+    """``scores[:, :, ::stride, ::stride]``, a view."""
+    return scores if stride == 1 else scores[:, :, ::stride, ::stride]

@@ -6,7 +6,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .base import Backend, BackendError, BackendUnavailable
+from .base import Backend, BackendError, BackendUnavailable, sampled
+from .graph_outputs import CLASS_IDS, with_class_ids
 
 
 class OnnxRuntimeBackend(Backend):
@@ -47,9 +48,9 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.scores_name], {self.input_name: batch})[0]
 
-    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def segment(self, batch: np.ndarray, scores_stride: int = 1) -> Tuple[np.ndarray, np.ndarray]:
         scores, classes = self.session.run([self.scores_name, CLASS_IDS], {self.input_name: batch})
-        return scores, classes[0]
+        return sampled(scores, scores_stride), classes[0]
 
     def operator_profile(self, batch: np.ndarray, frames: int, top_nodes: int = 5) -> Dict:
         """Where the inference time goes, from ONNX Runtime's profiler: ms per frame for each operator
@@ -80,9 +81,6 @@ class OnnxRuntimeBackend(Backend):
                                      for (op, name), ms in by_node.most_common(top_nodes)]}
 
 
-CLASS_IDS = "class_ids"
-
-
 ALLOW_SPINNING = "session.intra_op.allow_spinning"
 
 
@@ -97,23 +95,3 @@ def session_options(threads: int = 0, busy_wait: bool = True):
         options.intra_op_num_threads = threads
     options.add_session_config_entry(ALLOW_SPINNING, "1" if busy_wait else "0")
     return options
-
-
-def with_class_ids(onnx_path) -> bytes:
-    """The model with a second output, the per-pixel argmax of its scores as uint8 (h, w): ONNX
-    Runtime's ArgMax takes under 1 ms where numpy's over the class axis takes ~5 ms (11 x 224 x 320).
-    The scores are transposed to (1, h, w, C) first: OpenVINO's ArgMax (a TopK) over the class axis
-    of its blocked layout took a quarter of its INT8 network's time, over the last axis it is cheap
-    (README, Performance). Done in memory, so the file stays the plain scores graph that TensorRT
-    and the tests see."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    model = onnx.load(str(onnx_path))
-    graph = model.graph
-    scores = graph.output[0].name
-    graph.node.extend([helper.make_node("Transpose", [scores], ["scores_nhwc"], perm=[0, 2, 3, 1]),
-                       helper.make_node("ArgMax", ["scores_nhwc"], ["class_ids_int64"], axis=3, keepdims=0),
-                       helper.make_node("Cast", ["class_ids_int64"], [CLASS_IDS], to=TensorProto.UINT8)])
-    graph.output.append(helper.make_tensor_value_info(CLASS_IDS, TensorProto.UINT8, None))
-    return model.SerializeToString()

@@ -1,9 +1,13 @@
+import logging
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 
 from .base import Backend, BackendError, BackendUnavailable
+from .graph_outputs import CLASS_IDS, with_class_ids
+
+logger = logging.getLogger(__name__)
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph's own layers
 
@@ -16,14 +20,13 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, onnx_path, info, precision: str = "fp32", threads: int = 0, busy_wait: bool = True,
-                 fix_hint: str = "", cache_dir: Optional[Path] = None):
+                 fix_hint: str = "", cache_dir: Optional[Path] = None, scores_stride: int = 1):
         super().__init__(info)
         try:
             import openvino as ov
         except ImportError as exc:
             raise BackendUnavailable(f"openvino is not installed ({exc}); pip install openvino") from exc
         from ..export import onnx_is_quantized
-        from .onnxruntime_backend import CLASS_IDS, with_class_ids
 
         if precision not in PRECISION_HINTS:
             raise BackendError(f"openvino runs precision fp32, bf16 or int8, not {precision!r}")
@@ -55,28 +58,35 @@ class OpenVinoBackend(Backend):
             core.set_property({"CACHE_DIR": str(cache_dir)})
         except (OSError, RuntimeError):  # a read-only home: compile every start (about a second)
             pass
-        try:
-            model = core.read_model(with_class_ids(onnx_path), b"")
-            self.compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:  # openvino raises RuntimeError and its own types for unreadable graphs
-            hint = f"; {fix_hint}" if fix_hint else ""
-            raise BackendError(f"openvino cannot load {onnx_path}: {exc}{hint}") from exc
-        self.request = self.compiled.create_infer_request()
-        self.scores_output = self.compiled.output(0)
-        self.classes_output = self.compiled.output(CLASS_IDS)
+        self._core, self._config, self._fix_hint = core, config, fix_hint
+        self._requests = {}
         self.precision = precision
         self.onnx_path = Path(onnx_path)
+        self._request(scores_stride)  # the graph the caller will run, compiled now: errors are startup errors
 
-    def _run(self, batch: np.ndarray):
-        return self.request.infer({0: batch})
+    def _request(self, scores_stride: int):
+        """The infer request of the graph whose scores output has ``scores_stride``, compiled on
+        first use (one graph per stride: one that skips the full-resolution scores is faster)."""
+        request = self._requests.get(scores_stride)
+        if request is None:
+            try:
+                model = self._core.read_model(with_class_ids(self.onnx_path, scores_stride), b"")
+                request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            except Exception as exc:  # openvino raises RuntimeError and its own types for unreadable graphs
+                hint = f"; {self._fix_hint}" if self._fix_hint else ""
+                raise BackendError(f"openvino cannot load {self.onnx_path}: {exc}{hint}") from exc
+            if self._requests:
+                logger.info("openvino: compiled the graph with scores stride %d on first use", scores_stride)
+            self._requests[scores_stride] = request
+        return request
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(batch)[self.scores_output]
+        return self._request(1).infer({0: batch})[0].copy()
 
-    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        results = self._run(batch)
+    def segment(self, batch: np.ndarray, scores_stride: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+        results = self._request(scores_stride).infer({0: batch})
         # copies: the request's output buffers are reused by the next frame
-        return results[self.scores_output].copy(), results[self.classes_output][0].copy()
+        return results[0].copy(), results[CLASS_IDS][0].copy()
 
     def describe(self) -> str:
         return f"{self.name} ({self.device}, {self.precision})"

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                    engine_cache_dir=None, precision: str = "auto", force_engine_update: bool = False,
                    input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0,
-                   calibration_data=None, cpu_busy_wait: bool = True) -> Tuple[Backend, List[str]]:
+                   calibration_data=None, cpu_busy_wait: bool = True,
+                   scores_stride: int = 1) -> Tuple[Backend, List[str]]:
     """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
@@ -43,6 +44,8 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     ``calibration_data`` instead. ``cpu_busy_wait`` False leaves idle cores to the rest of the machine
     (ONNX Runtime's threads sleep instead of spinning; OpenVINO's are not pinned to cores).
     ``cpu_threads`` caps the CPU backends' threads (0 = their default, one per core).
+    ``scores_stride``: the ``segment`` scores stride the caller will ask for (OpenVINO compiles that
+    graph up front; any other on first use).
 
     ``onnx_path`` is run by tensorrt, onnxruntime or openvino; "auto" then does not fall back to
     torch, which would run the model file's own weights instead. A backend named explicitly raises
@@ -114,7 +117,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                 if backend_name == "openvino":
                     from .openvino_backend import OpenVinoBackend
                     backend = OpenVinoBackend(graph, info, precision=chosen, threads=cpu_threads,
-                                              busy_wait=cpu_busy_wait, fix_hint=hint)
+                                              busy_wait=cpu_busy_wait, fix_hint=hint, scores_stride=scores_stride)
                 else:
                     from .onnxruntime_backend import OnnxRuntimeBackend
                     backend = OnnxRuntimeBackend(graph, info, device=backend_device, threads=cpu_threads,

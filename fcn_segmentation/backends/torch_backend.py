@@ -31,12 +31,12 @@ class TorchBackend(Backend):
         return self._scores(batch).float().cpu().numpy()
 
     @torch.inference_mode()
-    def segment(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def segment(self, batch: np.ndarray, scores_stride: int = 1) -> Tuple[np.ndarray, np.ndarray]:
         if self.device != "cuda":  # on the CPU numpy's argmax beats torch's
-            return super().segment(batch)
+            return super().segment(batch, scores_stride)
         scores = self._scores(batch)
         classes = scores[0].argmax(0).to(torch.uint8)
-        return scores.float().cpu().numpy(), classes.cpu().numpy()
+        return scores[:, :, ::scores_stride, ::scores_stride].float().cpu().numpy(), classes.cpu().numpy()
 
     def describe(self) -> str:
         return f"{self.name} ({self.device}, fp16)" if self.dtype == torch.float16 else super().describe()

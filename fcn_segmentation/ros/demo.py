@@ -11,6 +11,7 @@ import numpy as np
 
 from ..backends import BackendError, create_backend
 from ..bags import BagError, write_dataset_bag
+from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE
 from ..defaults import default_sample_dir
 from ..model.model_file import load_model_file
 from ..replay_files import format_summary, write_report
@@ -55,7 +56,7 @@ def run_demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _, info = load_model_file(args.model)  # fail here, with the loader's message, before starting DDS
     try:  # the node's cached files (ONNX export, INT8 model) made here, once, in view, not inside its start
-        create_backend(args.backend, args.model, device=args.device)
+        create_backend(args.backend, args.model, device=args.device, scores_stride=CONFIDENCE_STRIDE)
     except BackendError as exc:
         print(f"error: {exc}")
         return 1

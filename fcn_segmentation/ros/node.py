@@ -29,7 +29,7 @@ from ..backends import BackendError, create_backend
 from ..defaults import default_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, camera_info_key, \
     class_ids, drivable_mask, field_of_view_error, scaled_intrinsics
-from ..confidence import ConfidenceMonitor, unsure
+from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE, ConfidenceMonitor, unsure
 from ..frames import FrameError, decode_compressed_frame
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
@@ -126,6 +126,9 @@ class SegmentationNode(Node):
             raise StartupError("set both network_image_width and network_image_height, or neither "
                                f"(got {width}x{height})")
         _log_core_to(self.get_logger())  # the ONNX export's "exporting ..." / "exported ... in 12.3 s"
+        # The confidence monitor reads the scores of every CONFIDENCE_STRIDE-th pixel: the backend gives
+        # only those (OpenVINO then skips the full-resolution scores), full_resolution_logits needs all.
+        scores_stride = 1 if self.config["full_resolution_logits"] else CONFIDENCE_STRIDE
         try:
             backend, skipped = create_backend(
                 self.config["backend"], model_path, device=self.config["device"],
@@ -134,7 +137,7 @@ class SegmentationNode(Node):
                 force_engine_update=self.config["force_engine_update"], cpu_threads=self.config["inference_threads"],
                 input_size=(height, width) if width else None,
                 calibration_data=self.config["calibration_data"] or None,
-                cpu_busy_wait=self.config["inference_busy_wait"])
+                cpu_busy_wait=self.config["inference_busy_wait"], scores_stride=scores_stride)
         except (ModelFileError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
         except OSError as exc:  # e.g. the ONNX or engine cache folder is not writable, or the disk is full
@@ -142,7 +145,8 @@ class SegmentationNode(Node):
                                "cache) and engine_cache_dir are writable") from exc
         for reason in skipped:
             self.get_logger().info(f"backend not used: {reason}")
-        self.segmenter = Segmenter(backend, full_resolution_logits=self.config["full_resolution_logits"])
+        self.segmenter = Segmenter(backend, full_resolution_logits=self.config["full_resolution_logits"],
+                                   scores_stride=scores_stride)
         self.model_path = model_path
         info = self.segmenter.info
         error = self._check_parameter("drivable_classes", self.config["drivable_classes"])
@@ -317,8 +321,10 @@ class SegmentationNode(Node):
             rgb = image_to_rgb(msg, max_pixels)
             frame_hw = rgb.shape[:2]
         t1 = time.perf_counter()
-        result = self.segmenter(rgb, frame_hw)  # NaN / inf scores raise: the frame counts as failed
-        self.confidence.add(result.scores, rgb, config["confidence_low_probability"])
+        # the confidence picture needs every pixel's scores; NaN / inf scores raise: the frame counts as failed
+        want_confidence = config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0
+        result = self.segmenter(rgb, frame_hw, all_scores=want_confidence)
+        self.confidence.add(result.scores, rgb, config["confidence_low_probability"], result.scores_stride)
         t2 = time.perf_counter()
         header = msg.header
         # Every output is built only while someone subscribes: an unused one costs nothing. The class
@@ -344,7 +350,7 @@ class SegmentationNode(Node):
                 picture = resize_picture(rgb, colors.shape[:2])  # the decoded picture may be smaller
                 self.overlay_pub.publish(array_to_image(overlay(picture, colors, config["overlay_alpha"]), "rgb8",
                                                         header))
-        if config["publish_confidence"] and self.confidence_pub.get_subscription_count() > 0:
+        if want_confidence:
             self.confidence_pub.publish(array_to_image(result.confidence(), "mono8", header))
         t5 = time.perf_counter()
         stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2 + t5 - t4) * 1e3,
