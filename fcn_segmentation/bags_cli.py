@@ -22,7 +22,7 @@ def _flag(text: str) -> bool:
 CORE_PARAMETERS = {"onnx_path": str, "engine_cache_dir": str, "precision": str, "inference_threads": int,
                    "force_engine_update": _flag, "full_resolution_logits": _flag, "network_image_width": int,
                    "network_image_height": int, "max_image_pixels": int, "calibration_data": str,
-                   "inference_busy_wait": _flag}
+                   "inference_busy_wait": _flag, "test_time_flip": _flag}
 # Node parameters the replay sets itself: as --node-param they would make the report describe another run.
 REPLAY_SET_PARAMETERS = {"model_path": "use --model", "backend": "use --backend", "device": "use --device",
                          "input_transport": "the replay sets it from the bag's image type"}

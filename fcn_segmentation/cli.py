@@ -29,10 +29,11 @@ def _segmenter(args):
     backend, skipped = create_backend(args.backend, args.model, device=args.device,
                                       input_size=getattr(args, "input_size", None),
                                       onnx_path=getattr(args, "onnx", None), precision=args.precision,
-                                      calibration_data=args.calibration_data, cpu_threads=args.threads)
+                                      calibration_data=args.calibration_data, cpu_threads=args.threads,
+                                      test_time_flip=args.test_time_flip)
     for reason in skipped:
         logger.info("backend not used: %s", reason)
-    logger.info("backend: %s", backend.describe())
+    logger.info("backend: %s%s", backend.describe(), ", test-time flip" if args.test_time_flip else "")
     return Segmenter(backend)
 
 
@@ -49,7 +50,7 @@ def cmd_evaluate(args) -> int:
     # what produced the numbers: with --onnx (e.g. an INT8 model) the graph, not the .pt's weights
     summary.update(model=str(args.model), onnx=str(args.onnx) if args.onnx else None,
                    backend_requested=args.backend, device_requested=args.device,
-                   precision_requested=args.precision, command=command_line())
+                   precision_requested=args.precision, test_time_flip=args.test_time_flip, command=command_line())
     if args.json:
         png = write_report(summary, args.json, segmenter.info.class_names)
         logger.info("wrote %s and %s", args.json, png)
@@ -129,6 +130,9 @@ def _add_backend_arguments(parser, precision: bool = True):
                             help="images to calibrate int8 on (default: the bundled model's own)")
         parser.add_argument("--threads", type=int, default=0,
                             help="CPU threads of the backend (default: one per core)")
+        parser.add_argument("--test-time-flip", action="store_true",
+                            help="average the scores of each image and its mirror image (the node's "
+                                 "test_time_flip: twice the network's work, more accurate)")
     parser.add_argument("--input-size", type=parse_network_size, metavar="WxH",
                         help="run the network at this size (multiples of 32) instead of the model's")
 

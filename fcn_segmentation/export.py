@@ -22,16 +22,17 @@ INPUT_NAME, OUTPUT_NAME = "image", "scores"
 OPSET = 17
 # Part of the export cache key: an edit to how graphs are exported invalidates cached exports.
 EXPORTER_SOURCE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-SUB_PIXEL_SOURCE_HASH = hashlib.sha256(Path(surgery.__file__).read_bytes()).hexdigest()
+SURGERY_SOURCE_HASH = hashlib.sha256(Path(surgery.__file__).read_bytes()).hexdigest()  # sub-pixel and flip forms
 
 
 def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[int] = None,
-                width: Optional[int] = None, sub_pixel: bool = False) -> Path:
+                width: Optional[int] = None, sub_pixel: bool = False, flip: bool = False) -> Path:
     """Export with a static (1, 3, H, W) input (TensorRT builds fastest engines for static shapes);
     the model's metadata goes into ``metadata_props`` under the key ``fcn_segmentation``. The file
     appears whole or not at all: nodes starting together (one per camera) may export the same model
     to the same cache path at once. ``sub_pixel``: the final upsampler as a convolution and a pixel
-    shuffle (same scores; the form OpenVINO runs fastest, ``SubPixelUpsampler``)."""
+    shuffle (same scores; the form OpenVINO runs fastest, ``SubPixelUpsampler``). ``flip``: the
+    scores averaged with those of the mirror image (``FlipAveraged``, test-time flip)."""
     import onnx
 
     started = time.perf_counter()
@@ -41,6 +42,8 @@ def export_onnx(model: torch.nn.Module, info: ModelInfo, path, height: Optional[
     model = model.eval().cpu()
     if sub_pixel:
         model = surgery.with_sub_pixel_upsampling(model)
+    if flip:
+        model = surgery.FlipAveraged(model)
     dummy = torch.zeros(1, 3, height, width)
     tmp = private_temp_path(path, ".onnx")
     with warnings.catch_warnings():  # tracer notes about the (static) padding branch are expected
@@ -99,25 +102,29 @@ def onnx_is_quantized(path) -> bool:
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
-def export_cache_key(model_path, info: ModelInfo, sub_pixel: bool = False) -> str:
+def export_cache_key(model_path, info: ModelInfo, sub_pixel: bool = False, flip: bool = False) -> str:
     """What a cached export depends on: the model file's bytes, the input size, the opset, this
     module's source (how the graph is exported and folded), torch's version (its exporter) and the
-    upsampler's form, so a change to any of them exports again instead of reusing an old graph."""
+    upsampler's form and test-time flip (surgery.py's source), so a change to any of them exports
+    again instead of reusing an old graph."""
     fields = {"model": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
               "input": [info.input_height, info.input_width], "opset": OPSET,
               "exporter": EXPORTER_SOURCE_HASH, "torch": torch.__version__}
     if sub_pixel:
-        fields.update(sub_pixel=SUB_PIXEL_SOURCE_HASH)
+        fields.update(sub_pixel=SURGERY_SOURCE_HASH)
+    if flip:
+        fields.update(flip=SURGERY_SOURCE_HASH)
     text = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def onnx_cache_path(model_path, info: ModelInfo, sub_pixel: bool = False) -> Path:
-    """``<model>.<H>x<W>.<key>[.subpixel].onnx`` next to the model file, or under ~/.cache if that is
-    not writable."""
+def onnx_cache_path(model_path, info: ModelInfo, sub_pixel: bool = False, flip: bool = False) -> Path:
+    """``<model>.<H>x<W>.<key>[.subpixel][.flip].onnx`` next to the model file, or under ~/.cache if
+    that is not writable."""
     model_path = Path(model_path)
-    key = export_cache_key(model_path, info, sub_pixel)
-    name = f"{model_path.stem}.{info.input_height}x{info.input_width}.{key}{'.subpixel' if sub_pixel else ''}.onnx"
+    key = export_cache_key(model_path, info, sub_pixel, flip)
+    form = ".subpixel" * sub_pixel + ".flip" * flip
+    name = f"{model_path.stem}.{info.input_height}x{info.input_width}.{key}{form}.onnx"
     beside = model_path.parent / name
     if beside.is_file() or _writable(model_path.parent):
         return beside
@@ -126,11 +133,12 @@ def onnx_cache_path(model_path, info: ModelInfo, sub_pixel: bool = False) -> Pat
     return cache / name
 
 
-def cached_onnx(model_path, model: torch.nn.Module, info: ModelInfo, sub_pixel: bool = False) -> Path:
+def cached_onnx(model_path, model: torch.nn.Module, info: ModelInfo, sub_pixel: bool = False,
+                flip: bool = False) -> Path:
     """The model's ONNX export from the cache, exported first if missing. A cached file that is
     damaged (not a whole graph with our metadata) is this package's own: it is deleted and exported
     again rather than failing every start."""
-    path = onnx_cache_path(model_path, info, sub_pixel)
+    path = onnx_cache_path(model_path, info, sub_pixel, flip)
     if path.is_file():
         problem = cached_export_problem(path)
         if problem is None:
@@ -138,7 +146,7 @@ def cached_onnx(model_path, model: torch.nn.Module, info: ModelInfo, sub_pixel: 
         logger.warning("cached ONNX export %s is unusable (%s); deleting it and exporting again", path, problem)
         path.unlink(missing_ok=True)
     logger.info("exporting %s to %s (once per model and input size; takes some seconds)", model_path, path)
-    return export_onnx(model, info, path, sub_pixel=sub_pixel)
+    return export_onnx(model, info, path, sub_pixel=sub_pixel, flip=flip)
 
 
 def cached_export_problem(path) -> Optional[str]:

@@ -428,5 +428,6 @@ def core_segmenter(backend_name: str, model, device: str, core_params: Dict[str,
                                 force_engine_update=core_params.get("force_engine_update", False),
                                 cpu_threads=core_params.get("inference_threads", 0),
                                 calibration_data=core_params.get("calibration_data") or None,
-                                cpu_busy_wait=core_params.get("inference_busy_wait", False))
+                                cpu_busy_wait=core_params.get("inference_busy_wait", False),
+                                test_time_flip=core_params.get("test_time_flip", False))
     return Segmenter(backend, full_resolution_logits=core_params.get("full_resolution_logits", False))

@@ -377,3 +377,39 @@ def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_i
         scores, classes = run(graph)
         np.testing.assert_allclose(scores, full_scores[:, :, ::stride, ::stride], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(classes, full_classes)
+
+
+def test_test_time_flip_averages_with_the_mirror_image_on_every_cpu_backend(tiny_model_file, sample_dir, tmp_path):
+    import shutil
+
+    from fcn_segmentation.data import read_rgb
+    from fcn_segmentation.preprocess import Preprocessor
+
+    model = tmp_path / "tiny.pt"  # its exports are cached beside it
+    shutil.copy(tiny_model_file, model)
+    plain, _ = create_backend("torch", model, device="cpu")
+    info = plain.info
+    image = read_rgb(sorted((sample_dir / "val").glob("*.png"))[0])
+    batch = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)(image).copy()
+    mirrored = np.ascontiguousarray(batch[..., ::-1])
+    expected = (plain.infer(batch) + plain.infer(mirrored)[..., ::-1]) / 2
+    for name in ("torch", "onnxruntime", "openvino"):
+        try:
+            backend, _ = create_backend(name, model, device="cpu", precision="fp32", test_time_flip=True)
+        except BackendUnavailable:
+            continue
+        scores, classes = backend.segment(batch)
+        np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(backend.segment(mirrored)[0], scores[..., ::-1], rtol=1e-4, atol=1e-4,
+                                   err_msg=f"{name}: the mirror image's scores are the mirrored scores")
+        if name != "torch":
+            assert ".flip." in backend.onnx_path.name, "its own cached export, beside the plain one"
+    with pytest.raises(BackendError, match="test_time_flip runs the model file's own export"):
+        create_backend("onnxruntime", model, device="cpu", onnx_path=plain_onnx(model, tmp_path), test_time_flip=True)
+
+
+def plain_onnx(model_path, folder):
+    from fcn_segmentation.export import export_onnx
+    from fcn_segmentation.model.model_file import load_model_file
+
+    return export_onnx(*load_model_file(model_path), folder / "given.onnx")

@@ -175,6 +175,6 @@ def test_the_export_cache_key_changes_with_the_exporter_and_not_otherwise(tiny_m
     sub_pixel = export.onnx_cache_path(tiny_model_file, info, sub_pixel=True)
     assert sub_pixel.name.endswith(".subpixel.onnx") and sub_pixel.parent == cached.parent
     with monkeypatch.context() as patch:
-        patch.setattr(export, "SUB_PIXEL_SOURCE_HASH", "an edited surgery.py")
+        patch.setattr(export, "SURGERY_SOURCE_HASH", "an edited surgery.py")
         assert export.onnx_cache_path(tiny_model_file, info, sub_pixel=True) != sub_pixel
         assert export.onnx_cache_path(tiny_model_file, info) == cached, "the plain export does not depend on it"

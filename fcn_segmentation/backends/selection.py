@@ -32,7 +32,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                    engine_cache_dir=None, precision: str = "auto", force_engine_update: bool = False,
                    input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0,
                    calibration_data=None, cpu_busy_wait: bool = True,
-                   scores_stride: int = 1) -> Tuple[Backend, List[str]]:
+                   scores_stride: int = 1, test_time_flip: bool = False) -> Tuple[Backend, List[str]]:
     """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
@@ -45,7 +45,8 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     (ONNX Runtime's threads sleep instead of spinning; OpenVINO's are not pinned to cores).
     ``cpu_threads`` caps the CPU backends' threads (0 = their default, one per core).
     ``scores_stride``: the ``segment`` scores stride the caller will ask for (OpenVINO compiles that
-    graph up front; any other on first use).
+    graph up front; any other on first use). ``test_time_flip``: every backend runs the image and its
+    mirror image and averages their scores (``FlipAveraged``; twice the network's work, more accurate).
 
     ``onnx_path`` is run by tensorrt, onnxruntime or openvino; "auto" then does not fall back to
     torch, which would run the model file's own weights instead. A backend named explicitly raises
@@ -76,6 +77,10 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                                "empty")
         from ..export import onnx_is_quantized
 
+        if test_time_flip:
+            raise BackendError(f"test_time_flip runs the model file's own export, with the mirror image in the same "
+                               f"graph; it cannot be added to onnx_path {onnx_path}: leave onnx_path empty, or "
+                               "test_time_flip off")
         # The user's own file: a problem with it is theirs to fix whichever backend would run it.
         onnx_path = checked_user_onnx(onnx_path, info, model_path)
         user_onnx_quantized = onnx_is_quantized(onnx_path)
@@ -86,7 +91,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
     def model_onnx(sub_pixel: bool = False) -> Path:
         if sub_pixel not in own_exports:
             try:
-                own_exports[sub_pixel] = _cached_onnx(model_path, model, info, sub_pixel)
+                own_exports[sub_pixel] = _cached_onnx(model_path, model, info, sub_pixel, test_time_flip)
             except BackendError as exc:
                 own_exports[sub_pixel] = exc
         if isinstance(own_exports[sub_pixel], BackendError):
@@ -123,9 +128,10 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                     backend = OnnxRuntimeBackend(graph, info, device=backend_device, threads=cpu_threads,
                                                  busy_wait=cpu_busy_wait, fix_hint=hint)
             else:
+                from ..model.surgery import FlipAveraged
                 from .torch_backend import TorchBackend
-                backend = TorchBackend(model, info, device=backend_device, half=chosen == "fp16",
-                                       threads=cpu_threads)
+                backend = TorchBackend(FlipAveraged(model) if test_time_flip else model, info, device=backend_device,
+                                       half=chosen == "fp16", threads=cpu_threads)
             if chosen != precision:
                 logger.info("precision %s: %s/%s runs %s", precision, backend_name, backend_device, chosen)
             return backend, skipped
@@ -223,11 +229,11 @@ def onnx_for(model_path, onnx_path, model, info, sub_pixel: bool = False) -> Pat
     return _cached_onnx(model_path, model, info, sub_pixel)
 
 
-def _cached_onnx(model_path, model, info, sub_pixel: bool = False) -> Path:
+def _cached_onnx(model_path, model, info, sub_pixel: bool = False, flip: bool = False) -> Path:
     from ..export import cached_onnx
 
     try:
-        return cached_onnx(model_path, model, info, sub_pixel)
+        return cached_onnx(model_path, model, info, sub_pixel, flip)
     except OSError as exc:  # a read-only or full disk: auto can still run torch on the model file
         raise BackendError(f"cannot write the ONNX export of {model_path} ({exc}); check that the model's folder "
                            "or ~/.cache/fcn_segmentation (ONNX cache) are writable, or give an ONNX file "

@@ -78,3 +78,17 @@ def with_sub_pixel_upsampling(model: nn.Module, names=("upscore_final",)) -> nn.
         if isinstance(getattr(converted, name, None), nn.ConvTranspose2d):
             setattr(converted, name, SubPixelUpsampler(getattr(converted, name)))
     return converted
+
+
+class FlipAveraged(nn.Module):
+    """Test-time flip: the mean of the scores of the image and of its mirror image (mirrored back),
+    run as one batch of two. The same weights, so the model file is unchanged; twice the network's
+    work for +0.6 to +0.8 point mIoU on an unseen drive (README, The bundled models)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        scores = self.model(torch.cat([image, image.flip(-1)]))
+        return (scores[:1] + scores[1:].flip(-1)) * 0.5

@@ -137,7 +137,8 @@ class SegmentationNode(Node):
                 force_engine_update=self.config["force_engine_update"], cpu_threads=self.config["inference_threads"],
                 input_size=(height, width) if width else None,
                 calibration_data=self.config["calibration_data"] or None,
-                cpu_busy_wait=self.config["inference_busy_wait"], scores_stride=scores_stride)
+                cpu_busy_wait=self.config["inference_busy_wait"], scores_stride=scores_stride,
+                test_time_flip=self.config["test_time_flip"])
         except (ModelFileError, BackendError) as exc:
             raise StartupError(str(exc)) from exc
         except OSError as exc:  # e.g. the ONNX or engine cache folder is not writable, or the disk is full
@@ -154,7 +155,8 @@ class SegmentationNode(Node):
             raise StartupError(error)
         self.get_logger().info(
             f"model {model_path}: {info.variant} {info.backbone}, {info.num_classes} classes, "
-            f"network input {info.input_width}x{info.input_height}; backend {backend.describe()}")
+            f"network input {info.input_width}x{info.input_height}; backend {backend.describe()}"
+            f"{', test-time flip' if self.config['test_time_flip'] else ''}")
 
         self.stats = PipelineStats()
         self.confidence = ConfidenceMonitor()

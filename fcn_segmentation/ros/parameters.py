@@ -165,6 +165,8 @@ PARAMETERS = {
                              _network_side),
     "full_resolution_logits": (False, "resize scores to the image before argmax (slower, smoother edges)",
                                False, None),
+    "test_time_flip": (False, "average the scores of each frame and of its mirror image: twice the network's "
+                       "work, +0.6 to +0.8 point mIoU on an unseen drive; not with onnx_path", False, None),
     "max_image_pixels": (DEFAULT_MAX_PIXELS, "frames with more pixels are rejected", False, _at_least(1)),
     "publish_drivable_mask": (True, "publish drivable_area/mask (mono8, 255 = drivable)", True, None),
     "publish_drivable_grid": (True, "publish drivable_area/grid (nav_msgs/OccupancyGrid) once camera_info "
