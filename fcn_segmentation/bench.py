@@ -122,7 +122,7 @@ REFERENCE = "onnxruntime-cpu"  # the CPU pipeline before OpenVINO: the speed-ups
 
 
 def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=None, threads: int = 0,
-                       calibration_data=None):
+                       calibration_data=None, test_time_flip: bool = False):
     """(label, backend) for every configuration that starts here; reasons for the others (absent here,
     or failed to start: one backend's failure must not end the benchmark of the rest). CPU backends
     run as the node runs them by default: ``threads`` threads, no busy waiting. INT8 runs
@@ -135,7 +135,8 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
         try:
             backend, _ = create_backend(name, model_path, device=device, onnx_path=onnx, input_size=input_size,
                                         precision=precision, cpu_threads=threads, cpu_busy_wait=False,
-                                        calibration_data=calibration_data, scores_stride=NODE_SCORES_STRIDE)
+                                        calibration_data=calibration_data, scores_stride=NODE_SCORES_STRIDE,
+                                        test_time_flip=test_time_flip)
             found.append((label, backend))
         except BackendError as exc:
             skipped.append(f"{label}: {exc}")
@@ -144,7 +145,7 @@ def available_backends(model_path, int8_onnx: Optional[str] = None, input_size=N
 
 def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_onnx: Optional[str] = None,
               threads: Optional[int] = None, input_size=None, operators: bool = False, rounds: int = 3,
-              calibration_data=None) -> Dict:
+              calibration_data=None, test_time_flip: bool = False) -> Dict:
     """``rounds``: the backends take turns, ``frames / rounds`` frames each per round, so a VM whose
     speed drifts slows them all alike. ``operators``: also profile ONNX Runtime per operator type and
     node (after the timed runs)."""
@@ -164,11 +165,13 @@ def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_on
         info.input_height, info.input_width = input_size
     rounds = max(1, min(rounds, frames))
     report = {"model": str(model_path), "image_size": [rgb.shape[1], rgb.shape[0]],
-              "network_input_size": [info.input_width, info.input_height], "frames": frames, "rounds": rounds,
+              "network_input_size": [info.input_width, info.input_height], "test_time_flip": test_time_flip,
+              "frames": frames, "rounds": rounds,
               "cpu_threads": threads, "cpu_count": os.cpu_count(), "cpu": cpu_features(), "cpu_description":
-              describe_cpu(), "gflops_per_frame": model_gflops(model, info.input_height, info.input_width),
+              describe_cpu(), "gflops_per_frame":
+              model_gflops(model, info.input_height, info.input_width) * (2 if test_time_flip else 1),
               "matmul_peak_gflops": matmul_peak_gflops(threads), "backends": {}}
-    found, skipped = available_backends(model_path, int8_onnx, input_size, threads, calibration_data)
+    found, skipped = available_backends(model_path, int8_onnx, input_size, threads, calibration_data, test_time_flip)
     report["skipped_backends"] = skipped
     builder = ros_message_builder()
     pipelines = {label: BarePipeline(backend, rgb, builder) for label, backend in found}
@@ -203,7 +206,8 @@ def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_on
 
 def format_report(report: Dict) -> str:
     lines = [f"model {report['model']}: {report['gflops_per_frame']:.2f} GFLOP per frame at "
-             f"{report['network_input_size'][0]}x{report['network_input_size'][1]}; images "
+             f"{report['network_input_size'][0]}x{report['network_input_size'][1]}"
+             f"{' with test-time flip' if report.get('test_time_flip') else ''}; images "
              f"{report['image_size'][0]}x{report['image_size'][1]}; {report['cpu_threads']} CPU threads; "
              f"measured matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s",
              f"CPU: {report['cpu_description']}; backends timed in turn over {report['rounds']} rounds",

@@ -80,17 +80,19 @@ def cmd_bench(args) -> int:
         # Configured as the node's default (inference_busy_wait false), so the two compare like for like.
         bare, _ = create_backend(args.dds_backend, args.model, device=args.dds_device, input_size=args.input_size,
                                  precision=args.dds_precision, cpu_busy_wait=False,
-                                 calibration_data=args.calibration_data, scores_stride=NODE_SCORES_STRIDE)
+                                 calibration_data=args.calibration_data, scores_stride=NODE_SCORES_STRIDE,
+                                 test_time_flip=args.test_time_flip)
         # The node publishes the class mask before it draws anything: the baseline stops there too.
         pipeline = BarePipeline(bare, rgb, ros_message_builder(), colors=False)
     report = run_bench(args.model, image, frames=args.frames, warmup=args.warmup, int8_onnx=args.int8_onnx,
                        threads=args.threads, input_size=args.input_size, operators=args.operators,
-                       rounds=args.rounds, calibration_data=args.calibration_data)
+                       rounds=args.rounds, calibration_data=args.calibration_data, test_time_flip=args.test_time_flip)
     if not args.no_dds:
         from .ros.bench_dds import bench_node_over_dds
 
         dds = bench_node_over_dds(args.model, rgb, backend=args.dds_backend, device=args.dds_device,
                                   precision=args.dds_precision, calibration_data=args.calibration_data,
+                                  test_time_flip=args.test_time_flip,
                                   frames=args.frames, input_size=args.input_size, outputs=args.dds_outputs,
                                   rounds=args.dds_rounds,
                                   bare_frame=lambda: sum(pipeline.run_once().values()))
@@ -193,6 +195,8 @@ def add_perf_commands(sub) -> None:
                        help="blocks in which the node's frames and the bare pipeline's alternate (default 5; "
                             "--frames alternates frame by frame)")
     bench.add_argument("--input-size", type=parse_network_size, metavar="WxH", help="network input size to time")
+    bench.add_argument("--test-time-flip", action="store_true",
+                       help="time every configuration with test-time flip (the node's test_time_flip)")
     bench.add_argument("--json", help="write the full report here")
     bench.set_defaults(func=cmd_bench)
 

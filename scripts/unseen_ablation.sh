@@ -3,7 +3,8 @@
 # (train on the 266 train frames of 0001TP and 0016E5) and each variant is scored on all 101 frames of
 # 0006R0 and on standard val, at the 320x224 default, 384x288 and the 480x352 training
 # scale, for an equal budget. Resumable: rerun to continue.
-# Usage: [THREADS=N] [SIZES="WxH ..."] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
+# TEST_TIME_FLIP=1 scores the same weights with test-time flip too (names NAME_flip).
+# Usage: [THREADS=N] [SIZES="WxH ..."] [TEST_TIME_FLIP=1] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${1:-$root/../shared/datasets/camvid}"
@@ -47,13 +48,19 @@ for variant in ${variants[*]}; do
       --holdout-sequences "$holdout" $(options "$variant") --epochs "$epochs" --val-every "$epochs" \
       --run-dir "$run" --out "$run/model.pt" --resume --threads "${THREADS:-2}"
   fi
-  for size in ${SIZES:-320x224 384x288 480x352}; do
-    [ -f "$evals/${name}_unseen_${holdout}_$size.json" ] || "$fcnseg" evaluate --data "$data" --split train,val \
-      --sequences "$holdout" --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
-      --json "$evals/${name}_unseen_${holdout}_$size.json"
-    [ -f "$evals/${name}_val_$size.json" ] || "$fcnseg" evaluate --data "$data" --split val \
-      --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
-      --json "$evals/${name}_val_$size.json"
+  scorings=("$name:"); [ "${TEST_TIME_FLIP:-0}" = 1 ] && scorings+=("${name}_flip:--test-time-flip")
+  for scoring in "${scorings[@]}"; do
+    label="${scoring%%:*}" flip="${scoring#*:}"
+    for size in ${SIZES:-320x224 384x288 480x352}; do
+      # shellcheck disable=SC2086
+      [ -f "$evals/${label}_unseen_${holdout}_$size.json" ] || "$fcnseg" evaluate --data "$data" --split train,val \
+        --sequences "$holdout" --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
+        $flip --json "$evals/${label}_unseen_${holdout}_$size.json"
+      # shellcheck disable=SC2086
+      [ -f "$evals/${label}_val_$size.json" ] || "$fcnseg" evaluate --data "$data" --split val \
+        --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
+        $flip --json "$evals/${label}_val_$size.json"
+    done
   done
 done
 "${PYTHON:-$root/.venv/bin/python}" "$root/scripts/unseen_table.py" "$evals" "$holdout"

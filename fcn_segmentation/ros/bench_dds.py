@@ -87,7 +87,8 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
                         frames: int = 50, timeout: float = 60.0, log_path: str = None,
                         input_size: Optional[Tuple[int, int]] = None,
                         outputs: Sequence[str] = ("class_mask",), bare_frame: Optional[Callable[[], float]] = None,
-                        rounds: int = 5, precision: str = "auto", calibration_data: Optional[str] = None):
+                        rounds: int = 5, precision: str = "auto", calibration_data: Optional[str] = None,
+                        test_time_flip: bool = False):
     """Publish -> class_mask latency, and publish -> last of ``outputs`` where more are subscribed
     (the node computes overlay and confidence only for subscribers, so they cost latency too).
 
@@ -98,6 +99,7 @@ def bench_node_over_dds(model_path, rgb: np.ndarray, backend: str = "onnxruntime
     blocks = np.array_split(np.arange(1, frames + 1), max(1, min(rounds, frames)))
     # an empty -p value does not parse: calibration_data only when given
     params = node_parameters(model_path, backend, input_size, device=device, precision=precision,
+                             test_time_flip=test_time_flip,
                              **({"calibration_data": str(calibration_data)} if calibration_data else {}))
     with answering_node("bench_camera", params, rgb, log_path, timeout, outputs) as node, \
             tqdm(total=frames, desc="node over DDS", unit="frame") as progress:
