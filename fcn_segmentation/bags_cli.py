@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict
 
 from .bags import CAMERA_INFO_TOPIC, IMAGE_TOPIC, LABELS_TOPIC, STORAGE_SUFFIXES, BagError, CameraModel
-from .defaults import default_model_path
+from .defaults import default_model_path, model_argument
 
 RECORD_NAME = "outputs.mcap"
 
@@ -81,7 +81,8 @@ def add_bag_commands(subparsers) -> None:
     mode = replay.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true", help="run the frames through the core, without DDS")
     mode.add_argument("--compare", action="store_true", help="run over DDS, then offline, and report both")
-    replay.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    replay.add_argument("--model", type=model_argument, default=str(default_model_path()),
+                        help="model file (.pt), or a bundled model: default, accurate")
     replay.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     replay.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     replay.add_argument("--input-size", type=parse_size, metavar="WxH",
@@ -233,7 +234,8 @@ def add_fleet_command(subparsers) -> None:
     fleet.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                        help="a node parameter the core applies, as for replay --offline "
                             f"({', '.join(CORE_PARAMETERS)})")
-    fleet.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    fleet.add_argument("--model", type=model_argument, default=str(default_model_path()),
+                       help="model file (.pt), or a bundled model: default, accurate")
     fleet.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     fleet.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     fleet.add_argument("--input-size", type=parse_size, metavar="WxH",
@@ -294,7 +296,8 @@ def add_fleet_scaling_command(subparsers) -> None:
     scaling.add_argument("--rate", type=float, default=10.0, help="the fleet's camera rate in Hz (default 10)")
     scaling.add_argument("--machine-cores", type=int,
                          help="cores of each machine of the estimate (default: this one's)")
-    scaling.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    scaling.add_argument("--model", type=model_argument, default=str(default_model_path()),
+                         help="model file (.pt), or a bundled model: default, accurate")
     scaling.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     scaling.add_argument("--input-size", type=parse_size, metavar="WxH")
     scaling.set_defaults(func=cmd_fleet_scaling)

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .defaults import default_model_path, default_sample_dir
+from .defaults import default_model_path, default_sample_dir, model_argument
 
 logger = logging.getLogger("fcnseg")
 
@@ -119,7 +119,9 @@ def _add_backend_arguments(parser, precision: bool = True):
     here; the demo's node takes the node's defaults)."""
     from .backends import BACKEND_NAMES, PRECISIONS
 
-    parser.add_argument("--model", default=str(default_model_path()), help="model file (.pt)")
+    parser.add_argument("--model", type=model_argument, default=str(default_model_path()),
+
+                        help="model file (.pt), or a bundled model: default, accurate")
     parser.add_argument("--backend", choices=BACKEND_NAMES, default="auto")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     if precision:
@@ -185,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser("export", help="export to ONNX and check it against PyTorch")
-    export.add_argument("--model", default=str(default_model_path()))
+    export.add_argument("--model", type=model_argument, default=str(default_model_path()))
     export.add_argument("--onnx", required=True)
     export.add_argument("--check-images", nargs="*", default=[], help="images to compare on (default: sample)")
     export.add_argument("--input-size", type=parse_network_size, metavar="WxH",

@@ -188,11 +188,14 @@ def calibrate(data: Path, model_path: Optional[str] = None, backend_name: str = 
 
 
 def main(argv=None) -> int:
+    from .defaults import model_argument
+
     parser = argparse.ArgumentParser(description="Measure the confidence distribution on CamVid val and on "
                                                  "frames that are not road scenes (calibrates the node's "
                                                  "confidence_* parameters)")
     parser.add_argument("--data", required=True, help="CamVid folder (val/ and valannot/)")
-    parser.add_argument("--model", help="model file; default: the bundled one")
+    parser.add_argument("--model", type=model_argument, help="model file, or a bundled model: default, accurate; "
+                        "default: the default one")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--low-probability", type=float, default=DEFAULT_LOW_PROBABILITY)
     parser.add_argument("--out", help="JSON report (models/eval/confidence_calibration.json)")

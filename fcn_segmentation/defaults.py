@@ -4,6 +4,9 @@ from pathlib import Path
 from typing import Dict, Mapping
 
 MODEL_FILENAME = "fcn8s_effnetlite0_camvid.pt"
+ACCURATE_MODEL_FILENAME = "fcn8s_effnetlite2_camvid.pt"
+# Names that model_path and --model accept for the bundled files
+BUNDLED_MODELS = {"default": MODEL_FILENAME, "accurate": ACCURATE_MODEL_FILENAME}
 SAMPLE_DIRNAME = "camvid_sample"
 CALIBRATION_DIRNAME = "calibration"
 CALIBRATION_IMAGES = 32  # INT8 calibration set size: enough for val mIoU within 0.5 point of FP32 (README)
@@ -37,6 +40,22 @@ def _bundled(relative: str) -> Path:
 
 def default_model_path() -> Path:
     return _bundled(f"models/{MODEL_FILENAME}")
+
+
+def resolve_model_path(value) -> Path:
+    """A model file's path, or the name of a bundled model (``default``, ``accurate``)."""
+    name = str(value)
+    return _bundled(f"models/{BUNDLED_MODELS[name]}") if name in BUNDLED_MODELS else Path(value)
+
+
+def model_argument(text: str) -> str:
+    """argparse type of --model: a model file, or a bundled model's name, as a path."""
+    return str(resolve_model_path(text))
+
+
+def is_bundled_model(path) -> bool:
+    resolved = Path(path).resolve()
+    return any(resolved == _bundled(f"models/{name}").resolve() for name in BUNDLED_MODELS.values())
 
 
 def default_calibration_dir() -> Path:

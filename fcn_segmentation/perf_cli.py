@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .defaults import default_model_path, default_sample_dir
+from .defaults import default_model_path, default_sample_dir, model_argument
 
 
 # Node outputs a benchmark can subscribe to: those published for every frame without camera_info.
@@ -140,7 +140,7 @@ def add_perf_commands(sub) -> None:
     from .defaults import CALIBRATION_IMAGES, default_calibration_dir
 
     quantize = sub.add_parser("quantize", help="static INT8 (QDQ ONNX) model for OpenVINO, ONNX Runtime, TensorRT")
-    quantize.add_argument("--model", default=str(default_model_path()))
+    quantize.add_argument("--model", type=model_argument, default=str(default_model_path()))
     quantize.add_argument("--calibration-data", default=str(default_calibration_dir()),
                           help="CamVid-layout folder or folder of images (default: the bundled model's "
                                "calibration images)")
@@ -156,7 +156,7 @@ def add_perf_commands(sub) -> None:
     quantize.set_defaults(func=cmd_quantize)
 
     engine = sub.add_parser("build-engine", help="build (or reuse) the cached TensorRT engine ahead of time")
-    engine.add_argument("--model", default=str(default_model_path()))
+    engine.add_argument("--model", type=model_argument, default=str(default_model_path()))
     engine.add_argument("--onnx", help="ONNX file (default: exported from --model and cached)")
     engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
     engine.add_argument("--engine-cache-dir")
@@ -169,7 +169,7 @@ def add_perf_commands(sub) -> None:
     engine.set_defaults(func=cmd_build_engine)
 
     bench = sub.add_parser("bench", help="per-stage latency of every available backend and of the node over DDS")
-    bench.add_argument("--model", default=str(default_model_path()))
+    bench.add_argument("--model", type=model_argument, default=str(default_model_path()))
     bench.add_argument("--image", help="480x360 test image (default: a bundled sample frame)")
     bench.add_argument("--frames", type=int, default=50)
     bench.add_argument("--warmup", type=int, default=5)
@@ -201,7 +201,7 @@ def add_perf_commands(sub) -> None:
     bench.set_defaults(func=cmd_bench)
 
     soak = sub.add_parser("soak", help="overload / long-run test of the node: drops, latency, memory")
-    soak.add_argument("--model", default=str(default_model_path()))
+    soak.add_argument("--model", type=model_argument, default=str(default_model_path()))
     soak.add_argument("--backend", default="onnxruntime")
     soak.add_argument("--image")
     soak.add_argument("--rate", type=float, default=60.0, help="frames per second to publish")

@@ -23,7 +23,8 @@ from launch_ros.substitutions import FindPackageShare
 PACKAGE = "fcn_segmentation"
 NODE_NAME = "fcn_segmentation"  # also the params file's section name
 # Launch arguments that, when not empty, override the node parameter of the same name.
-PARAMETER_ARGUMENTS = ("backend", "model_path", "engine_cache_dir", "use_sim_time")
+PARAMETER_ARGUMENTS = ("backend", "model_path", "engine_cache_dir", "use_sim_time", "test_time_flip")
+BOOLEAN_PARAMETER_ARGUMENTS = ("use_sim_time", "test_time_flip")
 DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 # dds_profile:=none: leave the environment as it is (ros2 launch refuses an empty `dds_profile:=`).
 DDS_PROFILE_NONE = "none"
@@ -51,13 +52,19 @@ ARGUMENTS = [
         description="inference backend; empty = the params file's"),
     DeclareLaunchArgument(
         "model_path", default_value="",
-        description="model file (.pt); empty = the params file's (whose empty is the bundled CamVid model)"),
+        description="model file (.pt), or a bundled model: default (EfficientNet-Lite0, 384x288) or accurate "
+                    "(EfficientNet-Lite2, 480x352: with test_time_flip:=true); empty = the params file's (whose "
+                    "empty is the default)"),
     DeclareLaunchArgument(
         "engine_cache_dir", default_value="", description="TensorRT engine cache folder; empty = the params file's"),
     DeclareLaunchArgument(
         "use_sim_time", default_value="", choices=["", "true", "false", "True", "False", "TRUE", "FALSE"],
         description="take the node's time from /clock (simulation, bag replay); empty = the params file's "
                     "(default false)"),
+    DeclareLaunchArgument(
+        "test_time_flip", default_value="", choices=["", "true", "false", "True", "False", "TRUE", "FALSE"],
+        description="average each frame's scores with its mirror image's (twice the network's work, more "
+                    "accurate); empty = the params file's (default false)"),
     DeclareLaunchArgument(
         "log_level", default_value="info",
         choices=["debug", "info", "warn", "error", "fatal", "Debug", "Info", "Warn", "Error", "Fatal",
@@ -137,8 +144,9 @@ def launch_node(context):
     image_topic = arg("image_topic") or f"/{camera}/image_raw"
     namespace = "/" + (arg("namespace") or camera).strip("/")
     overrides = {name: ParameterValue(arg(name), value_type=str) for name in PARAMETER_ARGUMENTS if arg(name)}
-    if "use_sim_time" in overrides:
-        overrides["use_sim_time"] = arg("use_sim_time").lower() == "true"
+    for name in BOOLEAN_PARAMETER_ARGUMENTS:
+        if name in overrides:
+            overrides[name] = arg(name).lower() == "true"
     params_file = params_file_for_node(arg("params_file"), namespace.rstrip("/") + "/" + NODE_NAME)
     try:
         respawn_delay = float(arg("respawn_delay"))

@@ -22,3 +22,15 @@ def test_fast_dds_nodes_get_the_large_image_profile(rmw):
                                      {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}])
 def test_a_profile_or_rmw_chosen_by_the_environment_is_kept(environ):
     assert dds_profile_environment(environ) == {}
+
+
+def test_model_path_takes_a_bundled_models_name_or_a_path(tmp_path):
+    from fcn_segmentation.defaults import (ACCURATE_MODEL_FILENAME, default_model_path, is_bundled_model,
+                                           model_argument, resolve_model_path)
+
+    assert resolve_model_path("default") == default_model_path()
+    assert resolve_model_path("accurate").name == ACCURATE_MODEL_FILENAME
+    assert resolve_model_path("accurate").parent == default_model_path().parent
+    assert resolve_model_path(tmp_path / "mine.pt") == tmp_path / "mine.pt"
+    assert model_argument("default") == str(default_model_path())
+    assert is_bundled_model(default_model_path()) and not is_bundled_model(tmp_path / "mine.pt")

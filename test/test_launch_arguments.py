@@ -105,12 +105,14 @@ def test_topic_and_namespace_arguments_replace_the_camera_defaults(package_share
 
 def test_parameter_arguments_override_the_params_file_only_when_given(package_share):
     (node,), context = launched_nodes(SEG_LAUNCH, camera="front", backend="torch", engine_cache_dir="2024",
-                                      use_sim_time="true", log_level="debug")
+                                      use_sim_time="true", log_level="debug", model_path="accurate",
+                                      test_time_flip="True")
     from_file, overrides = params_files(node, context)
     assert from_file["/front/fcn_segmentation"]["ros__parameters"]["backend"] == "auto"
-    # a folder named like a number stays a string; use_sim_time is a bool parameter
+    # a folder named like a number stays a string; use_sim_time and test_time_flip are bool parameters
     assert overrides == {"/front/fcn_segmentation": {"ros__parameters": {
-        "backend": "torch", "engine_cache_dir": "2024", "use_sim_time": True}}}
+        "backend": "torch", "engine_cache_dir": "2024", "use_sim_time": True, "model_path": "accurate",
+        "test_time_flip": True}}}
     tokens = command_line(node, context)
     assert tokens[tokens.index("--log-level") + 1] == "debug"
 

@@ -19,8 +19,9 @@ SEG_LAUNCH = LAUNCH_DIR / "seg.launch.py"
 PACKAGE = ElementTree.parse(ROOT / "package.xml").getroot().findtext("name")
 # Arguments with a fixed set of values; "" (keep the params file's value) may be added to them.
 ENUM_ARGUMENTS = {"backend": set(BACKEND_NAMES), "log_level": {"debug", "info", "warn", "error", "fatal"},
-                  "use_sim_time": {"true", "false"}, "respawn": {"true", "false"}}
-SPELLED_ARGUMENTS = ("log_level", "use_sim_time", "respawn")
+                  "use_sim_time": {"true", "false"}, "respawn": {"true", "false"},
+                  "test_time_flip": {"true", "false"}}
+SPELLED_ARGUMENTS = ("log_level", "use_sim_time", "respawn", "test_time_flip")
 ROS_BUILT_IN_PARAMETERS = {"use_sim_time"}  # declared by every rclpy node
 
 

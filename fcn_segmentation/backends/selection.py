@@ -33,7 +33,8 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                    input_size: Optional[Tuple[int, int]] = None, cpu_threads: int = 0,
                    calibration_data=None, cpu_busy_wait: bool = True,
                    scores_stride: int = 1, test_time_flip: bool = False) -> Tuple[Backend, List[str]]:
-    """Create the backend ``name`` ("auto" tries the fastest available first). ``input_size``
+    """Create the backend ``name`` ("auto" tries the fastest available first) for ``model_path``, a
+    model file or a bundled model's name (``default``, ``accurate``). ``input_size``
     (height, width), multiples of 32, runs the network at another size than the model file's.
 
     ``precision``: fp32, fp16 (TensorRT, torch on CUDA), bf16 (OpenVINO on a CPU with BF16
@@ -54,6 +55,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
 
     Returns the backend and the reasons the faster candidates were not used (for the log).
     """
+    from ..defaults import resolve_model_path
     from ..model.fcn import network_size_error
     from ..model.model_file import load_model_file
 
@@ -63,6 +65,7 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
         raise BackendError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    model_path = resolve_model_path(model_path)
     model, info = load_model_file(model_path)
     if input_size is not None:
         error = network_size_error(*input_size)
@@ -184,14 +187,14 @@ SUB_PIXEL_BACKENDS = frozenset({"openvino"})
 
 
 def calibration_source(model_path, calibration_data) -> Optional[Path]:
-    """Images to calibrate INT8 on: ``calibration_data``, else the bundled model's own calibration
-    images (CamVid train frames) when ``model_path`` is the bundled model, else None."""
-    from ..defaults import default_calibration_dir, default_model_path
+    """Images to calibrate INT8 on: ``calibration_data``, else the bundled models' own calibration
+    images (CamVid train frames) when ``model_path`` is a bundled model, else None."""
+    from ..defaults import default_calibration_dir, is_bundled_model
 
     if calibration_data:
         return Path(calibration_data)
     bundled = default_calibration_dir()
-    if bundled.is_dir() and Path(model_path).resolve() == default_model_path().resolve():
+    if bundled.is_dir() and is_bundled_model(model_path):
         return bundled
     return None
 

@@ -26,7 +26,7 @@ from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..backends import BackendError, create_backend
-from ..defaults import default_model_path
+from ..defaults import resolve_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, camera_info_key, \
     class_ids, drivable_mask, field_of_view_error, scaled_intrinsics
 from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE, ConfidenceMonitor, unsure
@@ -120,7 +120,7 @@ class SegmentationNode(Node):
         if warning:
             self.get_logger().warning(warning)
             self.config["inference_threads"] = threads
-        model_path = self.config["model_path"] or str(default_model_path())
+        model_path = str(resolve_model_path(self.config["model_path"] or "default"))
         width, height = self.config["network_image_width"], self.config["network_image_height"]
         if bool(width) != bool(height):
             raise StartupError("set both network_image_width and network_image_height, or neither "
