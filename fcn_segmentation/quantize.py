@@ -40,7 +40,8 @@ def quantize_onnx(fp32_onnx, out_path, calibration_images: Sequence[Path], quant
     info = read_onnx_info(fp32_onnx)
     preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
     model = onnx.load(str(fp32_onnx))
-    first_conv = next(node.name for node in model.graph.node if node.op_type == "Conv" and INPUT_NAME in node.input)
+    # the first in the graph's (topological) order: on the image, or on the image and its mirror image
+    first_conv = next(node.name for node in model.graph.node if node.op_type == "Conv")
     images = list(calibration_images)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

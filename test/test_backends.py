@@ -404,6 +404,11 @@ def test_test_time_flip_averages_with_the_mirror_image_on_every_cpu_backend(tiny
                                    err_msg=f"{name}: the mirror image's scores are the mirrored scores")
         if name != "torch":
             assert ".flip." in backend.onnx_path.name, "its own cached export, beside the plain one"
+    # INT8 quantizes the flip graph too (its first convolution, on both images, stays FP32)
+    int8, _ = create_backend("onnxruntime", model, device="cpu", precision="int8", calibration_data=sample_dir / "val",
+                             test_time_flip=True)
+    assert ".flip.int8." in int8.onnx_path.name
+    assert (int8.segment(batch)[1] == classes).mean() > 0.9
     with pytest.raises(BackendError, match="test_time_flip runs the model file's own export"):
         create_backend("onnxruntime", model, device="cpu", onnx_path=plain_onnx(model, tmp_path), test_time_flip=True)
 
