@@ -192,3 +192,21 @@ def test_sampled_scores_are_every_strided_pixels_scores_and_leave_the_class_ids_
                 np.testing.assert_allclose(scores, full_scores[:, :, ::stride, ::stride], rtol=1e-4, atol=1e-4)
                 agreement = (classes == full_classes).mean()
                 assert agreement >= 0.9999, f"{precision}, stride {stride}: {agreement:.5f} of class ids agree"
+
+
+def test_auto_exports_no_graph_for_a_tensorrt_that_cannot_run(tiny_model_file, tmp_path):
+    import shutil
+
+    from fcn_segmentation.backends.tensorrt_backend import require_tensorrt
+
+    try:
+        require_tensorrt()
+        pytest.skip("TensorRT runs here")
+    except BackendError:
+        pass
+    model = tmp_path / "tiny.pt"
+    shutil.copy(tiny_model_file, model)
+    backend, skipped = create_backend("auto", model, precision="fp32")
+    assert backend.name == "openvino" and any(reason.startswith("tensorrt") for reason in skipped)
+    exports = sorted(path.name for path in tmp_path.glob("*.onnx"))
+    assert exports and all(".subpixel." in name for name in exports), exports  # OpenVINO's form only

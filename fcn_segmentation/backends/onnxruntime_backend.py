@@ -19,13 +19,7 @@ class OnnxRuntimeBackend(Backend):
         ``busy_wait``: ONNX Runtime's CPU threads spin between operators and runs (its default); off, they
         sleep, leaving the cores to the rest of the machine."""
         super().__init__(info)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from exc
-        provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-        if provider not in ort.get_available_providers():
-            raise BackendUnavailable(f"onnxruntime has no {provider}")
+        ort, provider = require_onnxruntime(device)
         try:
             self.session = ort.InferenceSession(with_class_ids(onnx_path), session_options(threads, busy_wait),
                                                 providers=[provider])
@@ -79,6 +73,19 @@ class OnnxRuntimeBackend(Backend):
                 "operators_ms": dict(by_operator.most_common()),
                 "slowest_nodes_ms": [{"operator": op, "node": name, "ms": ms}
                                      for (op, name), ms in by_node.most_common(top_nodes)]}
+
+
+def require_onnxruntime(device: str):
+    """(onnxruntime, its execution provider for ``device``), else BackendUnavailable saying why:
+    checked before anything is exported for it."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from exc
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailable(f"onnxruntime has no {provider}")
+    return ort, provider
 
 
 ALLOW_SPINNING = "session.intra_op.allow_spinning"

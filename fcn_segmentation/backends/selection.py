@@ -112,12 +112,16 @@ def create_backend(name: str, model_path, device: str = "auto", onnx_path=None,
                                        calibration is not None, user_onnx=bool(onnx_path))
             if backend_name == "tensorrt":
                 from ..data import calibration_batches
-                from .tensorrt_backend import TensorRTBackend
+                from .tensorrt_backend import TensorRTBackend, require_tensorrt
+                require_tensorrt()  # before exporting a graph that only TensorRT would run
                 batches = calibration_batches(calibration_data, info) if calibration_data else None
                 backend = TensorRTBackend(model, info, onnx_path or model_onnx(),
                                           engine_cache_dir=engine_cache_dir, precision=chosen,
                                           force_engine_update=force_engine_update, calibration_images=batches)
             elif backend_name in ONNX_BACKENDS:
+                if backend_name == "onnxruntime":
+                    from .onnxruntime_backend import require_onnxruntime
+                    require_onnxruntime(backend_device)  # before exporting a graph it would run
                 graph = onnx_path or model_onnx(sub_pixel=backend_name in SUB_PIXEL_BACKENDS)
                 if chosen == "int8" and not user_onnx_quantized:
                     graph = _quantized_onnx(graph, calibration, model_path, backend_name)

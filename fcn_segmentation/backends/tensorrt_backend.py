@@ -19,6 +19,22 @@ PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_MAGIC = b"FCNSEG-TRT1\n"
 
 
+def require_tensorrt():
+    """(tensorrt, torch) where TensorRT can run, else BackendUnavailable saying why: checked before
+    anything is exported for it."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(f"tensorrt is not importable ({exc})") from exc
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailable("the TensorRT backend uses torch for CUDA buffers") from exc
+    if not torch.cuda.is_available():
+        raise BackendUnavailable("no CUDA device")
+    return trt, torch
+
+
 def engine_cache_key(onnx_path, trt_version: str, gpu_name: str, precision: str, input_shape) -> str:
     onnx_hash = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
     text = json.dumps({"onnx": onnx_hash, "tensorrt": trt_version, "gpu": gpu_name, "precision": precision,
@@ -78,16 +94,7 @@ class TensorRTBackend(Backend):
         """``calibration_images``: a function giving preprocessed batches (``data.calibration_batches``),
         called only when an INT8 engine is built from a float ONNX; a QDQ ONNX needs none."""
         super().__init__(info)
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise BackendUnavailable(f"tensorrt is not importable ({exc})") from exc
-        try:
-            import torch
-        except ImportError as exc:
-            raise BackendUnavailable("the TensorRT backend uses torch for CUDA buffers") from exc
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("no CUDA device")
+        trt, torch = require_tensorrt()
         if precision not in PRECISIONS:
             raise BackendError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.trt, self.torch = trt, torch
