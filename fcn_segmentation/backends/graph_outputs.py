@@ -2,7 +2,7 @@
 scores graph that TensorRT and the tests see): per-pixel class ids, and the scores sampled every
 ``scores_stride``-th pixel when the caller needs no more (the node's confidence monitor)."""
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -46,10 +46,13 @@ def _add_class_ids_from_scores(graph, scores: str) -> None:
     graph.output.append(helper.make_tensor_value_info(CLASS_IDS, TensorProto.UINT8, None))
 
 
-class _SubPixelTail:
-    def __init__(self, phases: str, factor: int, crops, classes: int, height: int, width: int):
-        self.phases, self.factor, self.crops = phases, factor, crops  # crops: slice nodes, D2S -> output
-        self.classes, self.height, self.width = classes, height, width
+class _SubPixelTail(NamedTuple):
+    phases: str      # the DepthToSpace's input: C x factor x factor phases
+    factor: int
+    crops: list      # the Slice nodes, DepthToSpace -> output
+    classes: int
+    height: int
+    width: int
 
 
 def _sub_pixel_tail(graph, scores: str) -> Optional[_SubPixelTail]:
