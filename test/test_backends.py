@@ -351,17 +351,26 @@ def test_tensorrt_build_progress_shows_as_nested_tqdm_bars(capsys):
     assert make_progress_monitor(types.SimpleNamespace()) is None, "TensorRT without IProgressMonitor"
 
 
+@pytest.mark.parametrize("variant", ["fcn8s", "fcn4s"])
 @pytest.mark.parametrize("sub_pixel", [False, True], ids=["plain", "sub_pixel"])
 def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_ids(tiny_model_file, tmp_path,
-                                                                                   sub_pixel):
+                                                                                   sub_pixel, variant):
     import onnx
     import onnxruntime as ort
+    import torch
 
     from fcn_segmentation.backends.graph_outputs import with_class_ids
     from fcn_segmentation.export import export_onnx
-    from fcn_segmentation.model.model_file import load_model_file
+    from fcn_segmentation.model.fcn import OUTPUT_STRIDE
+    from fcn_segmentation.model.model_file import build_model, load_model_file
 
     model, info = load_model_file(tiny_model_file)
+    if variant != info.variant:
+        torch.manual_seed(1)
+        info.variant = variant
+        model = build_model(info).eval()
+        with torch.no_grad():  # the finest skip is zero at init: give it a say
+            model.score_pool2.weight.normal_(0, 0.1)
     path = export_onnx(model, info, tmp_path / "tiny.onnx", sub_pixel=sub_pixel)
     batch = np.random.default_rng(0).standard_normal((1, 3, info.input_height, info.input_width)).astype(np.float32)
 
@@ -369,11 +378,14 @@ def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_i
         return ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"image": batch})
 
     full_scores, full_classes = run(with_class_ids(path))
+    with torch.no_grad():
+        np.testing.assert_allclose(full_scores, model(torch.from_numpy(batch)).numpy(), rtol=1e-4, atol=1e-4)
     assert full_scores.shape == (1, 11, 64, 96) and full_classes.shape == (1, 64, 96)
     for stride in (2, 4, 8):
         graph = with_class_ids(path, stride)
         from_phases = any(node.op_type == "Gather" for node in onnx.load_from_string(graph).graph.node)
-        assert from_phases == sub_pixel, "a sub-pixel graph's outputs come from its phases"
+        # the phases hold every stride dividing the final upsampling's factor (8, or 4 for FCN-4s)
+        assert from_phases == (sub_pixel and OUTPUT_STRIDE[variant] % stride == 0)
         scores, classes = run(graph)
         np.testing.assert_allclose(scores, full_scores[:, :, ::stride, ::stride], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(classes, full_classes)

@@ -139,3 +139,25 @@ def test_a_backend_that_fails_to_start_is_listed_as_not_measured_and_the_rest_st
     found, skipped = available_backends(tiny_model_file)
     assert "torch-cpu" in [label for label, _ in found]
     assert "onnxruntime-cpu: onnxruntime cannot load the graph: out of memory" in skipped
+
+
+def test_compare_models_speed_times_each_model_and_reports_ratios_to_the_first(tiny_model_file, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_models_speed.py"
+    out = tmp_path / "compare.json"
+    result = subprocess.run([sys.executable, str(script), str(tiny_model_file), str(tiny_model_file), "--backend",
+                             "onnxruntime", "--precision", "fp32", "--frames", "4", "--rounds", "2", "--warmup", "1",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    first, second = report["models"]  # the same file twice: an A/A run
+    assert first["fps"] > 0 and second["fps"] > 0 and first["network_input_size"] == [96, 64]
+    assert first["fps_ratio_to_first"] == 1.0
+    assert second["fps_ratio_to_first"] == pytest.approx(second["fps"] / first["fps"])
+    assert report["cpu_description"] in result.stdout
+    failed = subprocess.run([sys.executable, str(script), str(tiny_model_file)], capture_output=True, text=True)
+    assert failed.returncode == 2 and "at least two model files" in failed.stderr

@@ -39,7 +39,7 @@ def test_fixed_upsampling_is_frozen_and_learned_is_trainable():
     assert not bilinear_upsampler(4, 2, learnable=False).weight.requires_grad
 
 
-@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s"])
+@pytest.mark.parametrize("variant", ["fcn32s", "fcn16s", "fcn8s", "fcn4s"])
 @pytest.mark.parametrize("size", [(64, 96), (360, 480), (37, 53)])
 def test_output_has_input_size_and_class_channels(backbone, variant, size):
     model = FCN(backbone, num_classes=11, variant=variant).eval()
@@ -62,14 +62,32 @@ def test_skip_scores_start_at_zero_so_fcn8s_equals_fcn32s_path_at_init(backbone)
         assert not torch.allclose(model(x), expected)
 
 
+def test_fcn4s_stride4_skip_starts_at_zero_and_then_changes_the_scores(backbone):
+    """FCN-4s is FCN-8s's path upsampled 2x more finely plus a zero-initialised stride-4 skip."""
+    torch.manual_seed(0)
+    model = FCN(backbone, 11, "fcn4s").eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        features = backbone(x)
+        assert features["stride4"].shape[-2:] == (16, 24)
+        assert features["stride4"].shape[1] == backbone.feature_channels["stride4"]
+        scores = model.upscore2(model.score_fr(features["stride32"])) + model.score_pool4(features["stride16"])
+        scores = model.upscore_pool4(scores) + model.score_pool3(features["stride8"])
+        expected = model.upscore_final(model.upscore_pool3(scores))
+        assert model.upscore_final.stride == (4, 4)
+        torch.testing.assert_close(model(x), expected)
+        model.score_pool2.weight.fill_(0.01)
+        assert not torch.allclose(model(x), expected)
+
+
 def test_every_layer_is_convolutional(backbone):
     model = FCN(backbone, 11, "fcn8s")
     assert not [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
 def test_unknown_variant_and_backbone_are_rejected(backbone):
-    with pytest.raises(ValueError, match="fcn4s"):
-        FCN(backbone, 11, "fcn4s")
+    with pytest.raises(ValueError, match="fcn2s"):
+        FCN(backbone, 11, "fcn2s")
     with pytest.raises(ValueError, match="resnet"):
         build_backbone("resnet")
 
@@ -96,7 +114,8 @@ def test_stronger_backbones_load_their_imagenet_weights_and_fit_the_fcn_head(nam
         features = backbone(torch.zeros(1, 3, 64, 96))
         scores = model(torch.zeros(1, 3, 64, 96))
     assert {k: v.shape[1] for k, v in features.items()} == backbone.feature_channels
-    assert [features[k].shape[-2:] for k in ("stride8", "stride16", "stride32")] == [(8, 12), (4, 6), (2, 3)]
+    assert [features[k].shape[-2:] for k in ("stride4", "stride8", "stride16", "stride32")] == \
+        [(16, 24), (8, 12), (4, 6), (2, 3)]
     assert scores.shape == (1, 11, 64, 96)
     with pytest.raises(ValueError, match="unknown backbone"):
         backbone_name("lite9")

@@ -144,7 +144,7 @@ def _damaged_copy(tiny_model_file, path, change):
     (lambda blob, meta: meta.update(palette=meta["palette"][:3]), "palette has 3 colours for 11 classes"),
     (lambda blob, meta: meta.update(palette=["red"] * 11), "malformed palette"),
     (lambda blob, meta: meta.update(backbone="resnet_9000"), "cannot build .*backbone 'resnet_9000'.*unknown backbone"),
-    (lambda blob, meta: meta.update(variant="fcn4s"), "cannot build .*variant 'fcn4s'.*unknown FCN variant"),
+    (lambda blob, meta: meta.update(variant="fcn2s"), "cannot build .*variant 'fcn2s'.*unknown FCN variant"),
     (lambda blob, meta: meta.update(image_std=[0.0, 58.0, 57.0]), r"image_std \[0.0, 58.0, 57.0\] must be > 0"),
     (lambda blob, meta: meta.update(image_std=[-1.0, 58.0, 57.0]), "must be > 0 in every channel"),
     (lambda blob, meta: meta.update(image_std=[float("nan"), 58.0, 57.0]), "must be finite numbers"),

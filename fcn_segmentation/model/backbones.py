@@ -1,4 +1,4 @@
-"""Backbones with a feature contract: ``forward`` returns stride-8, -16 and -32 feature maps by name.
+"""Backbones with a feature contract: ``forward`` returns stride-4, -8, -16 and -32 feature maps by name.
 
 The FCN head only sees ``feature_channels``, so a backbone can change without touching the head.
 """
@@ -9,7 +9,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-FEATURE_NAMES = ("stride8", "stride16", "stride32")
+FEATURE_NAMES = ("stride4", "stride8", "stride16", "stride32")
 
 
 class EfficientNetLiteFeatures(nn.Module):
@@ -44,9 +44,11 @@ class EfficientNetLiteFeatures(nn.Module):
             stride *= block._block_args.stride[0] if isinstance(block._block_args.stride, list) \
                 else block._block_args.stride
             strides.append(stride)
+        self.tap_stride4 = max(i for i, s in enumerate(strides) if s == 4)
         self.tap_stride8 = max(i for i, s in enumerate(strides) if s == 8)
         self.tap_stride16 = max(i for i, s in enumerate(strides) if s == 16)
         self.feature_channels = {
+            "stride4": self.blocks[self.tap_stride4]._block_args.output_filters,
             "stride8": self.blocks[self.tap_stride8]._block_args.output_filters,
             "stride16": self.blocks[self.tap_stride16]._block_args.output_filters,
             "stride32": net._bn1.num_features,
@@ -58,7 +60,9 @@ class EfficientNetLiteFeatures(nn.Module):
         for index, block in enumerate(self.blocks):
             rate = self.drop_connect_rate * index / len(self.blocks) if self.drop_connect_rate else None
             x = block(x, drop_connect_rate=rate)
-            if index == self.tap_stride8:
+            if index == self.tap_stride4:
+                features["stride4"] = x
+            elif index == self.tap_stride8:
                 features["stride8"] = x
             elif index == self.tap_stride16:
                 features["stride16"] = x

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Whole-pipeline speed of two or more model files side by side, in one process, on one engine: the
+models take turns in rounds (a VM's speed drifts; turns slow them alike), and each is reported as
+frames/s and as a ratio to the first. For "does the new head keep the speed?" questions that
+``fcnseg bench`` (one model, every engine) does not answer.
+
+Usage: scripts/compare_models_speed.py MODEL.pt MODEL.pt [...] [--input-size WxH] [--backend openvino]
+       [--precision int8] [--frames 300] [--rounds 5] [--threads 2] [--json OUT.json]
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fcn_segmentation.backends import create_backend
+from fcn_segmentation.bench import NODE_SCORES_STRIDE, BarePipeline, percentiles, ros_message_builder
+from fcn_segmentation.cli import parse_size
+from fcn_segmentation.cpu_info import cpu_features, describe_cpu
+from fcn_segmentation.data import read_rgb
+from fcn_segmentation.defaults import default_calibration_dir, default_sample_dir
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="model files (or default / accurate)")
+    parser.add_argument("--input-size", type=parse_size, help="network input size WxH (default: each file's)")
+    parser.add_argument("--backend", default="openvino")
+    parser.add_argument("--precision", default="int8")
+    parser.add_argument("--test-time-flip", action="store_true")
+    parser.add_argument("--calibration-data", default=str(default_calibration_dir()),
+                        help="INT8 calibration images (default: the bundled models' 32 CamVid train frames)")
+    parser.add_argument("--image", help="480x360 test image (default: the first bundled sample frame)")
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        parser.error("give at least two model files to compare")
+    rgb = read_rgb(args.image or sorted((default_sample_dir() / "val").glob("*.png"))[0])
+    builder = ros_message_builder()
+    pipelines = []  # a list: the same file twice is an A/A run, which shows the noise
+    for model in args.models:
+        backend, _ = create_backend(args.backend, model, device="cpu", precision=args.precision,
+                                    input_size=args.input_size, cpu_threads=args.threads, cpu_busy_wait=False,
+                                    scores_stride=NODE_SCORES_STRIDE, test_time_flip=args.test_time_flip,
+                                    calibration_data=args.calibration_data)
+        pipelines.append(BarePipeline(backend, rgb, builder))
+        for _ in range(args.warmup):
+            pipelines[-1].run_once()
+    totals = [[] for _ in pipelines]
+    share = max(1, args.frames // args.rounds)
+    with tqdm(total=share * args.rounds * len(pipelines), desc="timing models", unit="frame") as bar:
+        for _ in range(args.rounds):
+            for pipeline, values in zip(pipelines, totals):
+                values.extend(sum(pipeline.run_once().values()) for _ in range(share))
+                bar.update(share)
+    report = {"cpu": cpu_features(), "cpu_description": describe_cpu(), "backend": args.backend,
+              "precision": args.precision, "test_time_flip": args.test_time_flip, "frames": share * args.rounds,
+              "rounds": args.rounds, "threads": args.threads, "command": " ".join(sys.argv), "models": []}
+    for model, pipeline, values in zip(args.models, pipelines, totals):
+        stats = percentiles(values)
+        info = pipeline.backend.info
+        report["models"].append(dict(stats, model=model, fps=1000.0 / stats["mean"],
+                                     backend=pipeline.backend.describe(),
+                                     network_input_size=[info.input_width, info.input_height]))
+    for result in report["models"]:
+        result["fps_ratio_to_first"] = result["fps"] / report["models"][0]["fps"]
+    print(f"{describe_cpu()}; {args.backend} {args.precision}, {args.threads} threads, {report['frames']} frames "
+          f"in {args.rounds} rounds each, whole pipeline")
+    for result in report["models"]:
+        print(f"  {result['model']}: p50 {result['p50']:.2f} ms, {result['fps']:.1f} frames/s "
+              f"(x{result['fps_ratio_to_first']:.2f} of the first), {result['backend']}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
