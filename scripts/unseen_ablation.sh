@@ -32,7 +32,7 @@ options() {
     bf16) echo "--bf16 on" ;;
     bf16_rare_crops) echo "--bf16 on --rare-crop-prob 0.5" ;;
     bf16_lite2) echo "--bf16 on --backbone lite2" ;;
-    bf16_ohem) echo "--bf16 on --hard-pixel-fraction 0.25" ;;
+    bf16_ohem_unweighted) echo "--bf16 on --class-weights none --hard-pixel-fraction 0.25" ;;
     bf16_fcn4s) echo "--bf16 on --variant fcn4s" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
