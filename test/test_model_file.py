@@ -24,6 +24,14 @@ def test_missing_file_says_what_to_pass(tmp_path):
         load_model_file(tmp_path / "nope.pt")
 
 
+def test_the_former_bundled_default_file_name_says_what_it_became(tmp_path):
+    """Configs written for earlier versions name models/fcn8s_effnetlite0_camvid.pt, since renamed."""
+    with pytest.raises(ModelFileError, match=r"was the bundled default model of an earlier version; it is now "
+                                             r"models/fcn4s_effnetlite0_camvid.pt: set model_path \(--model\) "
+                                             r"to 'default'"):
+        load_model_file(tmp_path / "models" / "fcn8s_effnetlite0_camvid.pt")
+
+
 @pytest.mark.parametrize("path, what", [("/dev/zero", "a device"), ("/tmp", "a folder")])
 def test_a_path_that_is_not_a_regular_file_is_named_as_such(path, what):
     with pytest.raises(ModelFileError, match=re.escape(f"model file {path} is not a regular file ({what})")):

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..defaults import MODEL_FILENAME, missing_model_hint
 from ..files import private_temp_path, regular_file_problem
 from .backbones import build_backbone
 from .fcn import FCN
@@ -109,10 +110,9 @@ def _first_shape_mismatch(model: FCN, state) -> Optional[str]:
 def load_model_file(path) -> Tuple[FCN, ModelInfo]:
     """Load a model file into an FCN in eval mode; raise ModelFileError with a fix-it message."""
     path = Path(path)
-    hint = "pass an existing .pt file (the bundled default is models/fcn8s_effnetlite0_camvid.pt)"
     problem = regular_file_problem(path)
     if problem:
-        raise ModelFileError(f"model file {path} {problem}; {hint}")
+        raise ModelFileError(f"model file {path} {problem}; {missing_model_hint(path)}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
@@ -122,7 +122,7 @@ def load_model_file(path) -> Tuple[FCN, ModelInfo]:
     # Past the format check the file claims to be ours, so what is wrong with it is damage or a
     # file written by another version: say which, and that a file from `fcnseg train` is needed.
     remedy = ("use a model file written by `fcnseg train` with this version of fcn_segmentation "
-              "(the bundled default is models/fcn8s_effnetlite0_camvid.pt)")
+              f"(the bundled default is models/{MODEL_FILENAME})")
     missing = [key for key in ("info", "state_dict") if key not in blob]
     if missing:
         raise ModelFileError(f"model file {path} lacks its {' and '.join(missing)} entry; {remedy}")
