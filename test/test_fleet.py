@@ -147,11 +147,17 @@ def test_an_interrupted_run_stops_its_workers(local_ray, fleet_bags, bundled_mod
             ray.get(actor.pid.remote(), timeout=30)
 
 
+def _as_a_terminal_foreground_job() -> None:
+    # A test run started in the background (`cmd &` in a script) passes SIGINT on as ignored, and Python
+    # then installs no KeyboardInterrupt handler: the command would not see the Ctrl-C it is meant to get.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_writes_no_report(fleet_bags, bundled_model, tmp_path):
     """The command in its own process with its own local Ray, interrupted while it evaluates."""
     good, _ = fleet_bags
-    # 40 bags (hard links: the same frames, distinct bags) so the signal lands mid-run: the 3 bags alone
-    # were done in half a second, before a loaded machine delivered it
+    # 40 bags (hard links: the same frames, distinct bags): the 3 bags alone take half a second, and a
+    # loaded machine could finish them before the signal arrives
     fleet = tmp_path / "fleet"
     fleet.mkdir()
     mcap = next(bag for bag in good if bag.suffix == ".mcap")
@@ -161,7 +167,8 @@ def test_ctrl_c_writes_no_report(fleet_bags, bundled_model, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "fcn_segmentation", "evaluate-bags", str(fleet),
                                 "--out", str(out), "--model", str(bundled_model), "--workers", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               preexec_fn=_as_a_terminal_foreground_job)
     output = ""
     deadline = time.monotonic() + 120
     while "evaluate-bags (1 workers)" not in output and time.monotonic() < deadline:
