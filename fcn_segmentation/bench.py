@@ -91,6 +91,25 @@ class BarePipeline:
         return {stage: (end - start) * 1e3 for stage, start, end in zip(STAGES, marks, marks[1:])}
 
 
+def time_in_turns(pipelines: List[BarePipeline], frames: int, rounds: int, warmup: int,
+                  description: str) -> List[List[Dict[str, float]]]:
+    """Each pipeline's ``frames`` runs (stage -> ms), after ``warmup`` untimed ones: the pipelines take
+    turns in ``rounds`` rounds, so a VM whose speed drifts slows them all alike."""
+    from tqdm import tqdm
+
+    for pipeline in pipelines:
+        for _ in range(warmup):
+            pipeline.run_once()
+    runs: List[List[Dict[str, float]]] = [[] for _ in pipelines]
+    with tqdm(total=frames * len(pipelines), desc=description, unit="frame") as bar:
+        for round_index in range(rounds):
+            share = frames // rounds + (1 if round_index < frames % rounds else 0)
+            for pipeline, timed in zip(pipelines, runs):
+                timed.extend(pipeline.run_once() for _ in range(share))
+                bar.update(share)
+    return runs
+
+
 def ros_message_builder():
     """Builds the class-mask and colour-mask Images as the node does; None without sensor_msgs."""
     try:
@@ -152,7 +171,6 @@ def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_on
     import os
 
     import torch
-    from tqdm import tqdm
 
     from .cpu_info import cpu_features, describe_cpu
     from .model.model_file import load_model_file
@@ -175,16 +193,7 @@ def run_bench(model_path, image_path, frames: int = 50, warmup: int = 5, int8_on
     report["skipped_backends"] = skipped
     builder = ros_message_builder()
     pipelines = {label: BarePipeline(backend, rgb, builder) for label, backend in found}
-    for pipeline in pipelines.values():
-        for _ in range(warmup):
-            pipeline.run_once()
-    runs: Dict[str, List[Dict[str, float]]] = {label: [] for label in pipelines}
-    with tqdm(total=frames * len(pipelines), desc="timing backends", unit="frame") as bar:
-        for round_index in range(rounds):
-            share = frames // rounds + (1 if round_index < frames % rounds else 0)
-            for label, pipeline in pipelines.items():
-                runs[label].extend(pipeline.run_once() for _ in range(share))
-                bar.update(share)
+    runs = dict(zip(pipelines, time_in_turns(list(pipelines.values()), frames, rounds, warmup, "timing backends")))
     for label, backend in found:
         result = {stage: percentiles([run[stage] for run in runs[label]]) for stage in STAGES}
         result["total"] = percentiles([sum(run.values()) for run in runs[label]])

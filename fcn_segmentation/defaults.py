@@ -78,6 +78,11 @@ def default_sample_dir() -> Path:
     return _bundled(f"sample/{SAMPLE_DIRNAME}")
 
 
+def default_sample_image() -> Path:
+    """The first bundled CamVid val frame (480x360): the benchmarks' test image."""
+    return sorted((default_sample_dir() / "val").glob("*.png"))[0]
+
+
 def default_dds_profile_path() -> Path:
     return _bundled(f"config/{DDS_PROFILE_FILENAME}")
 

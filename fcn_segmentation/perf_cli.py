@@ -4,7 +4,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .defaults import default_model_path, default_sample_dir, model_argument
+from .defaults import default_model_path, default_sample_image, model_argument
 
 
 # Node outputs a benchmark can subscribe to: those published for every frame without camera_info.
@@ -18,10 +18,6 @@ def output_list(text: str):
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown outputs {unknown}; choose from {','.join(BENCH_OUTPUTS)}")
     return names
-
-
-def _sample_image() -> Path:
-    return sorted((default_sample_dir() / "val").glob("*.png"))[0]
 
 
 def cmd_quantize(args) -> int:
@@ -74,7 +70,7 @@ def cmd_bench(args) -> int:
     from .bench import NODE_SCORES_STRIDE, BarePipeline, format_report, ros_message_builder, run_bench
     from .data import read_rgb
 
-    image = args.image or _sample_image()
+    image = args.image or default_sample_image()
     rgb = read_rgb(image)
     if not args.no_dds:  # first, so a backend the machine lacks is an error before minutes of timing
         # Configured as the node's default (inference_busy_wait false), so the two compare like for like.
@@ -114,9 +110,9 @@ def cmd_soak(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = soak_node(args.model, read_rgb(args.image or _sample_image()), rate_hz=args.rate, frames=args.frames,
-                       backend=args.backend, log_path=str(out / "node.log"), input_size=args.input_size,
-                       busy_wait=args.busy_wait)
+    rgb = read_rgb(args.image or default_sample_image())
+    result = soak_node(args.model, rgb, rate_hz=args.rate, frames=args.frames, backend=args.backend,
+                       log_path=str(out / "node.log"), input_size=args.input_size, busy_wait=args.busy_wait)
     from .cli import command_line
     (out / "soak.json").write_text(json.dumps({"command": command_line(), **result}, indent=2))
     plot_soak(result, out / "soak.png")

@@ -14,14 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from fcn_segmentation.backends import create_backend
-from fcn_segmentation.bench import NODE_SCORES_STRIDE, BarePipeline, percentiles, ros_message_builder
+from fcn_segmentation.bench import NODE_SCORES_STRIDE, BarePipeline, percentiles, ros_message_builder, time_in_turns
 from fcn_segmentation.cli import parse_size
 from fcn_segmentation.cpu_info import cpu_features, describe_cpu
 from fcn_segmentation.data import read_rgb
-from fcn_segmentation.defaults import default_calibration_dir, default_sample_dir
+from fcn_segmentation.defaults import default_calibration_dir, default_sample_image
 
 
 def main(argv=None) -> int:
@@ -42,7 +40,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("give at least two model files to compare")
-    rgb = read_rgb(args.image or sorted((default_sample_dir() / "val").glob("*.png"))[0])
+    rgb = read_rgb(args.image or default_sample_image())
     builder = ros_message_builder()
     pipelines = []  # a list: the same file twice is an A/A run, which shows the noise
     for model in args.models:
@@ -51,20 +49,13 @@ def main(argv=None) -> int:
                                     scores_stride=NODE_SCORES_STRIDE, test_time_flip=args.test_time_flip,
                                     calibration_data=args.calibration_data)
         pipelines.append(BarePipeline(backend, rgb, builder))
-        for _ in range(args.warmup):
-            pipelines[-1].run_once()
-    totals = [[] for _ in pipelines]
-    share = max(1, args.frames // args.rounds)
-    with tqdm(total=share * args.rounds * len(pipelines), desc="timing models", unit="frame") as bar:
-        for _ in range(args.rounds):
-            for pipeline, values in zip(pipelines, totals):
-                values.extend(sum(pipeline.run_once().values()) for _ in range(share))
-                bar.update(share)
+    rounds = max(1, min(args.rounds, args.frames))
+    runs = time_in_turns(pipelines, args.frames, rounds, args.warmup, "timing models")
     report = {"cpu": cpu_features(), "cpu_description": describe_cpu(), "backend": args.backend,
-              "precision": args.precision, "test_time_flip": args.test_time_flip, "frames": share * args.rounds,
-              "rounds": args.rounds, "threads": args.threads, "command": " ".join(sys.argv), "models": []}
-    for model, pipeline, values in zip(args.models, pipelines, totals):
-        stats = percentiles(values)
+              "precision": args.precision, "test_time_flip": args.test_time_flip, "frames": args.frames,
+              "rounds": rounds, "threads": args.threads, "command": " ".join(sys.argv), "models": []}
+    for model, pipeline, timed in zip(args.models, pipelines, runs):
+        stats = percentiles([sum(run.values()) for run in timed])
         info = pipeline.backend.info
         report["models"].append(dict(stats, model=model, fps=1000.0 / stats["mean"],
                                      backend=pipeline.backend.describe(),
@@ -72,7 +63,7 @@ def main(argv=None) -> int:
     for result in report["models"]:
         result["fps_ratio_to_first"] = result["fps"] / report["models"][0]["fps"]
     print(f"{describe_cpu()}; {args.backend} {args.precision}, {args.threads} threads, {report['frames']} frames "
-          f"in {args.rounds} rounds each, whole pipeline")
+          f"in {rounds} rounds each, whole pipeline")
     for result in report["models"]:
         print(f"  {result['model']}: p50 {result['p50']:.2f} ms, {result['fps']:.1f} frames/s "
               f"(x{result['fps_ratio_to_first']:.2f} of the first), {result['backend']}")

@@ -36,19 +36,34 @@ def bundled_model() -> Path:
     return BUNDLED_MODEL
 
 
-@pytest.fixture(scope="session")
-def tiny_model_file(tmp_path_factory):
-    """An untrained FCN-8s (random backbone) saved as a model file, for format and export tests."""
+def _tiny_model_file(path, variant: str):
+    """An untrained ``variant`` (random backbone) for a 96x64 input, saved as a model file."""
     import torch
 
     from fcn_segmentation.classes import CAMVID_CLASSES, CAMVID_PALETTE
     from fcn_segmentation.model.model_file import ModelInfo, build_model, save_model_file
 
     torch.manual_seed(0)
-    info = ModelInfo(list(CAMVID_CLASSES), [list(c) for c in CAMVID_PALETTE], 64, 96, (127.0,) * 3, (128.0,) * 3)
-    path = tmp_path_factory.mktemp("models") / "tiny.pt"
-    save_model_file(path, build_model(info), info)
+    info = ModelInfo(list(CAMVID_CLASSES), [list(c) for c in CAMVID_PALETTE], 64, 96, (127.0,) * 3, (128.0,) * 3,
+                     variant=variant)
+    model = build_model(info)
+    if variant == "fcn4s":
+        with torch.no_grad():  # the finest skip is zero at init: give it a say in the outputs
+            model.score_pool2.weight.normal_(0, 0.1)
+    save_model_file(path, model, info)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """An untrained FCN-8s (random backbone) saved as a model file, for format and export tests."""
+    return _tiny_model_file(tmp_path_factory.mktemp("models") / "tiny.pt", "fcn8s")
+
+
+@pytest.fixture(scope="session")
+def tiny_fcn4s_model_file(tmp_path_factory):
+    """An untrained FCN-4s whose stride-4 skip is not zero, for the graphs of a 4x final upsampling."""
+    return _tiny_model_file(tmp_path_factory.mktemp("models") / "tiny_fcn4s.pt", "fcn4s")
 
 
 @pytest.fixture(scope="module")

@@ -353,24 +353,18 @@ def test_tensorrt_build_progress_shows_as_nested_tqdm_bars(capsys):
 
 @pytest.mark.parametrize("variant", ["fcn8s", "fcn4s"])
 @pytest.mark.parametrize("sub_pixel", [False, True], ids=["plain", "sub_pixel"])
-def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_ids(tiny_model_file, tmp_path,
-                                                                                   sub_pixel, variant):
+def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_ids(
+        tiny_model_file, tiny_fcn4s_model_file, tmp_path, sub_pixel, variant):
     import onnx
     import onnxruntime as ort
     import torch
 
     from fcn_segmentation.backends.graph_outputs import with_class_ids
     from fcn_segmentation.export import export_onnx
-    from fcn_segmentation.model.fcn import OUTPUT_STRIDE
-    from fcn_segmentation.model.model_file import build_model, load_model_file
+    from fcn_segmentation.model.model_file import load_model_file
 
-    model, info = load_model_file(tiny_model_file)
-    if variant != info.variant:
-        torch.manual_seed(1)
-        info.variant = variant
-        model = build_model(info).eval()
-        with torch.no_grad():  # the finest skip is zero at init: give it a say
-            model.score_pool2.weight.normal_(0, 0.1)
+    model, info = load_model_file(tiny_fcn4s_model_file if variant == "fcn4s" else tiny_model_file)
+    assert info.variant == variant
     path = export_onnx(model, info, tmp_path / "tiny.onnx", sub_pixel=sub_pixel)
     batch = np.random.default_rng(0).standard_normal((1, 3, info.input_height, info.input_width)).astype(np.float32)
 
@@ -385,7 +379,7 @@ def test_graphs_with_sampled_scores_give_the_strided_scores_and_the_same_class_i
         graph = with_class_ids(path, stride)
         from_phases = any(node.op_type == "Gather" for node in onnx.load_from_string(graph).graph.node)
         # the phases hold every stride dividing the final upsampling's factor (8, or 4 for FCN-4s)
-        assert from_phases == (sub_pixel and OUTPUT_STRIDE[variant] % stride == 0)
+        assert from_phases == (sub_pixel and model.output_stride % stride == 0)
         scores, classes = run(graph)
         np.testing.assert_allclose(scores, full_scores[:, :, ::stride, ::stride], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(classes, full_classes)

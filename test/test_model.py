@@ -48,35 +48,32 @@ def test_output_has_input_size_and_class_channels(backbone, variant, size):
     assert scores.shape == (1, 11, *size)
 
 
-def test_skip_scores_start_at_zero_so_fcn8s_equals_fcn32s_path_at_init(backbone):
-    """The paper's zero-initialised skips: before training, FCN-8s adds nothing to the coarse path."""
-    torch.manual_seed(0)
-    model = FCN(backbone, 11, "fcn8s").eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        features = backbone(x)
-        coarse = model.score_fr(features["stride32"])
-        expected = model.upscore_final(model.upscore_pool4(model.upscore2(coarse)))
-        torch.testing.assert_close(model(x), expected)
-        model.score_pool3.weight.fill_(0.01)
-        assert not torch.allclose(model(x), expected)
+# (variant, the upsamplers of its coarse path in order, its finest skip and the features that skip reads)
+FINEST_SKIP = [("fcn16s", ("upscore2",), "score_pool4", "stride16"),
+               ("fcn8s", ("upscore2", "upscore_pool4"), "score_pool3", "stride8"),
+               ("fcn4s", ("upscore2", "upscore_pool4", "upscore_pool3"), "score_pool2", "stride4")]
 
 
-def test_fcn4s_stride4_skip_starts_at_zero_and_then_changes_the_scores(backbone):
-    """FCN-4s is FCN-8s's path upsampled 2x more finely plus a zero-initialised stride-4 skip."""
+@pytest.mark.parametrize("variant, upsamplers, skip, tap", FINEST_SKIP, ids=[v[0] for v in FINEST_SKIP])
+def test_skip_scores_start_at_zero_so_each_head_equals_the_coarse_path_at_init(backbone, variant, upsamplers,
+                                                                               skip, tap):
+    """The paper's zero-initialised skips: before training, the skips add nothing to the coarse path
+    (FCN-4s: FCN-8s's path upsampled 2x more finely); a trained finest skip changes the scores."""
     torch.manual_seed(0)
-    model = FCN(backbone, 11, "fcn4s").eval()
+    model = FCN(backbone, 11, variant).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         features = backbone(x)
-        assert features["stride4"].shape[-2:] == (16, 24)
-        assert features["stride4"].shape[1] == backbone.feature_channels["stride4"]
-        scores = model.upscore2(model.score_fr(features["stride32"])) + model.score_pool4(features["stride16"])
-        scores = model.upscore_pool4(scores) + model.score_pool3(features["stride8"])
-        expected = model.upscore_final(model.upscore_pool3(scores))
-        assert model.upscore_final.stride == (4, 4)
+        stride = int(tap.removeprefix("stride"))
+        assert features[tap].shape[-2:] == (64 // stride, 96 // stride)
+        assert features[tap].shape[1] == backbone.feature_channels[tap] == getattr(model, skip).in_channels
+        assert model.upscore_final.stride == (stride, stride)
+        scores = model.score_fr(features["stride32"])
+        for name in upsamplers:
+            scores = getattr(model, name)(scores)
+        expected = model.upscore_final(scores)
         torch.testing.assert_close(model(x), expected)
-        model.score_pool2.weight.fill_(0.01)
+        getattr(model, skip).weight.fill_(0.01)
         assert not torch.allclose(model(x), expected)
 
 

@@ -212,26 +212,19 @@ def test_auto_exports_no_graph_for_a_tensorrt_that_cannot_run(tiny_model_file, t
     assert exports and all(".subpixel." in name for name in exports), exports  # OpenVINO's form only
 
 
-def test_an_fcn4s_model_runs_on_openvino_fp32_and_int8_with_sampled_scores(sample_dir, tmp_path):
+def test_an_fcn4s_model_runs_on_openvino_fp32_and_int8_with_sampled_scores(tiny_fcn4s_model_file, sample_dir):
     """FCN-4s's final upsampling is 4x: the sub-pixel graph has 16 phases, which hold the stride-4
     scores; stride 8 is sampled from the full scores. Class ids as torch's."""
     import torch
 
-    from fcn_segmentation.classes import CAMVID_CLASSES, CAMVID_PALETTE
-    from fcn_segmentation.model.model_file import ModelInfo, build_model, save_model_file
+    from fcn_segmentation.model.model_file import load_model_file
 
-    torch.manual_seed(0)
-    info = ModelInfo(list(CAMVID_CLASSES), [list(c) for c in CAMVID_PALETTE], 64, 96, (127.0,) * 3, (128.0,) * 3,
-                     variant="fcn4s")
-    model = build_model(info).eval()
-    with torch.no_grad():
-        model.score_pool2.weight.normal_(0, 0.1)
-    path = tmp_path / "tiny_fcn4s.pt"
-    save_model_file(path, model, info)
+    model, info = load_model_file(tiny_fcn4s_model_file)
     preprocess = Preprocessor(info.input_height, info.input_width, info.image_mean, info.image_std)
     batches = [preprocess(read_rgb(image)) for image, _ in split_pairs(sample_dir, "val")[:3]]
-    fp32, _ = create_backend("openvino", path, precision="fp32", scores_stride=4)
-    int8, _ = create_backend("openvino", path, precision="int8", calibration_data=sample_dir / "val")
+    fp32, _ = create_backend("openvino", tiny_fcn4s_model_file, precision="fp32", scores_stride=4)
+    int8, _ = create_backend("openvino", tiny_fcn4s_model_file, precision="int8",
+                             calibration_data=sample_dir / "val")
     assert int8.describe() == "openvino (cpu, int8)" and ".subpixel.int8." in int8.onnx_path.name
     for batch in batches:
         with torch.no_grad():

@@ -39,7 +39,7 @@ class FCN(nn.Module):
         channels: Dict[str, int] = backbone.feature_channels
         self.dropout = nn.Dropout2d(dropout)
         self.score_fr = nn.Conv2d(channels["stride32"], num_classes, kernel_size=1)
-        stride = OUTPUT_STRIDE[variant]
+        self.output_stride = stride = OUTPUT_STRIDE[variant]
         if stride <= 16:
             self.upscore2 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
             self.score_pool4 = _zero_init(nn.Conv2d(channels["stride16"], num_classes, kernel_size=1))
@@ -49,7 +49,7 @@ class FCN(nn.Module):
         if stride <= 4:
             self.upscore_pool3 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
             self.score_pool2 = _zero_init(nn.Conv2d(channels["stride4"], num_classes, kernel_size=1))
-        self.upscore_final = bilinear_upsampler(num_classes, OUTPUT_STRIDE[variant], learnable_upsampling)
+        self.upscore_final = bilinear_upsampler(num_classes, stride, learnable_upsampling)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``image`` (N, 3, H, W) normalised -> class scores (N, C, H, W)."""
@@ -59,7 +59,7 @@ class FCN(nn.Module):
             image = F.pad(image, (0, (-width) % 32, 0, (-height) % 32))
         features = self.backbone(image)
         scores = self.score_fr(self.dropout(features["stride32"]))
-        stride = OUTPUT_STRIDE[self.variant]
+        stride = self.output_stride
         if stride <= 16:
             scores = self.upscore2(scores) + self.score_pool4(features["stride16"])  # fuse_pool4
         if stride <= 8:
