@@ -4,11 +4,11 @@ from pathlib import Path
 from typing import Dict, Mapping
 
 MODEL_FILENAME = "fcn4s_effnetlite0_camvid.pt"
-ACCURATE_MODEL_FILENAME = "fcn8s_effnetlite2_camvid.pt"
+ACCURATE_MODEL_FILENAME = "fcn4s_effnetlite2_camvid.pt"
 # Names that model_path and --model accept for the bundled files
 BUNDLED_MODELS = {"default": MODEL_FILENAME, "accurate": ACCURATE_MODEL_FILENAME}
 # Bundled files of earlier versions -> the name to use now (configs may still name the old file)
-FORMER_BUNDLED_MODELS = {"fcn8s_effnetlite0_camvid.pt": "default"}
+FORMER_BUNDLED_MODELS = {"fcn8s_effnetlite0_camvid.pt": "default", "fcn8s_effnetlite2_camvid.pt": "accurate"}
 SAMPLE_DIRNAME = "camvid_sample"
 CALIBRATION_DIRNAME = "calibration"
 CALIBRATION_IMAGES = 32  # INT8 calibration set size: enough for val mIoU within 0.5 point of FP32 (README)

@@ -53,7 +53,7 @@ ARGUMENTS = [
     DeclareLaunchArgument(
         "model_path", default_value="",
         description="model file (.pt), or a bundled model: default (EfficientNet-Lite0, 384x288) or accurate "
-                    "(EfficientNet-Lite2, 480x352: with test_time_flip:=true); empty = the params file's (whose "
+                    "(EfficientNet-Lite2, 640x480); empty = the params file's (whose "
                     "empty is the default)"),
     DeclareLaunchArgument(
         "engine_cache_dir", default_value="", description="TensorRT engine cache folder; empty = the params file's"),

@@ -34,6 +34,7 @@ options() {
     bf16_lite2) echo "--bf16 on --backbone lite2" ;;
     bf16_ohem_unweighted) echo "--bf16 on --class-weights none --hard-pixel-fraction 0.25" ;;
     bf16_fcn4s) echo "--bf16 on --variant fcn4s" ;;
+    bf16_fcn4s_ohem_unweighted) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25" ;;
     bf16_lite2_fcn4s) echo "--bf16 on --backbone lite2 --variant fcn4s" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;

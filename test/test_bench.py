@@ -141,7 +141,7 @@ def test_a_backend_that_fails_to_start_is_listed_as_not_measured_and_the_rest_st
     assert "onnxruntime-cpu: onnxruntime cannot load the graph: out of memory" in skipped
 
 
-def test_compare_models_speed_times_each_model_and_reports_ratios_to_the_first(tiny_model_file, tmp_path):
+def test_compare_models_speed_times_each_configuration_and_reports_ratios_to_the_first(tiny_model_file, tmp_path):
     import json
     import subprocess
     import sys
@@ -149,13 +149,15 @@ def test_compare_models_speed_times_each_model_and_reports_ratios_to_the_first(t
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "compare_models_speed.py"
     out = tmp_path / "compare.json"
-    result = subprocess.run([sys.executable, str(script), str(tiny_model_file), str(tiny_model_file), "--backend",
-                             "onnxruntime", "--precision", "fp32", "--frames", "4", "--rounds", "2", "--warmup", "1",
-                             "--json", str(out)], capture_output=True, text=True, timeout=300)
+    configurations = [str(tiny_model_file), str(tiny_model_file), f"{tiny_model_file}@128x96+flip"]
+    result = subprocess.run([sys.executable, str(script), *configurations, "--backend", "onnxruntime", "--precision",
+                             "fp32", "--frames", "4", "--rounds", "2", "--warmup", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    first, second = report["models"]  # the same file twice: an A/A run
+    first, second, larger = report["models"]  # the same file twice: an A/A run
     assert first["fps"] > 0 and second["fps"] > 0 and first["network_input_size"] == [96, 64]
+    assert (larger["network_input_size"], larger["test_time_flip"], first["test_time_flip"]) == ([128, 96], True, False)
     assert first["fps_ratio_to_first"] == 1.0
     assert second["fps_ratio_to_first"] == pytest.approx(second["fps"] / first["fps"])
     assert report["cpu_description"] in result.stdout

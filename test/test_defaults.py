@@ -36,16 +36,17 @@ def test_model_path_takes_a_bundled_models_name_or_a_path(tmp_path):
     assert is_bundled_model(default_model_path()) and not is_bundled_model(tmp_path / "mine.pt")
 
 
-def test_the_accurate_bundled_model_is_lite2_at_480x352_and_segments_the_sample_frames(sample_dir):
+def test_the_accurate_bundled_model_is_lite2_fcn4s_at_640x480_and_segments_the_sample_frames(sample_dir):
     from fcn_segmentation.backends import create_backend
     from fcn_segmentation.defaults import resolve_model_path
     from fcn_segmentation.evaluate import evaluate_split
     from fcn_segmentation.pipeline import Segmenter
 
     assert resolve_model_path("accurate").is_file()
-    backend, _ = create_backend("torch", "accurate", device="cpu", test_time_flip=True)
+    backend, _ = create_backend("torch", "accurate", device="cpu")  # the accurate setting: its own input size
     info = backend.info
-    assert (info.backbone, info.input_width, info.input_height) == ("efficientnet_lite2", 480, 352)
+    assert (info.backbone, info.variant) == ("efficientnet_lite2", "fcn4s")
+    assert (info.input_width, info.input_height) == (640, 480)
     # the sample frames are CamVid val frames, which it was trained on: a check of the file, not of accuracy
     summary = evaluate_split(Segmenter(backend), sample_dir, "val", progress=False)
     assert summary["miou"] > 0.6, summary["miou"]

@@ -24,12 +24,14 @@ def test_missing_file_says_what_to_pass(tmp_path):
         load_model_file(tmp_path / "nope.pt")
 
 
-def test_the_former_bundled_default_file_name_says_what_it_became(tmp_path):
-    """Configs written for earlier versions name models/fcn8s_effnetlite0_camvid.pt, since renamed."""
-    with pytest.raises(ModelFileError, match=r"was the bundled default model of an earlier version; it is now "
-                                             r"models/fcn4s_effnetlite0_camvid.pt: set model_path \(--model\) "
-                                             r"to 'default'"):
-        load_model_file(tmp_path / "models" / "fcn8s_effnetlite0_camvid.pt")
+@pytest.mark.parametrize("former, now, name", [
+    ("fcn8s_effnetlite0_camvid.pt", "fcn4s_effnetlite0_camvid.pt", "default"),
+    ("fcn8s_effnetlite2_camvid.pt", "fcn4s_effnetlite2_camvid.pt", "accurate")])
+def test_a_former_bundled_file_name_says_what_it_became(tmp_path, former, now, name):
+    """Configs written for earlier versions name the FCN-8s files, since replaced by FCN-4s ones."""
+    with pytest.raises(ModelFileError, match=rf"{former} was the bundled {name} model of an earlier version; it is "
+                                             rf"now models/{now}: set model_path \(--model\) to '{name}'"):
+        load_model_file(tmp_path / "models" / former)
 
 
 @pytest.mark.parametrize("path, what", [("/dev/zero", "a device"), ("/tmp", "a folder")])

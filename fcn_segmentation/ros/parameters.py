@@ -124,7 +124,7 @@ def _fraction(v):
 # name -> (default, description, changeable at run time, validator returning an error text or None)
 PARAMETERS = {
     "model_path": ("", "model file (.pt), or a bundled model: default (EfficientNet-Lite0, 384x288) or "
-                   "accurate (EfficientNet-Lite2, 480x352; with test_time_flip); empty = default", False, None),
+                   "accurate (EfficientNet-Lite2, 640x480); empty = default", False, None),
     "onnx_path": ("", "ONNX file for onnxruntime/tensorrt; empty = exported from model_path and cached", False, None),
     "backend": ("auto", "inference backend; auto picks the fastest available", False, _choice(*BACKEND_NAMES)),
     "device": ("auto", "cpu, cuda, or auto", False, _choice("auto", "cpu", "cuda")),
