@@ -28,7 +28,7 @@ import numpy as np
 DEFAULT_LOW_PROBABILITY = 0.5
 # ... and a diagnostics period is WARN when the mean max probability of its frames is below this
 # (val frames: 0.907-0.941; rotated, black or blocks of colour: 0.54-0.81) ...
-DEFAULT_MIN_MEAN = 0.85
+DEFAULT_MIN_MEAN = 0.88
 # ... or their share of unsure pixels is above this (val: 0.019-0.049; those frames: 0.11-0.31).
 DEFAULT_MAX_LOW_SHARE = 0.08
 # The network is as sure of a uniform picture (grey 0.99, white 1.00) and of pixel noise (0.89-0.91)
