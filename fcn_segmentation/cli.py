@@ -108,6 +108,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_calibrate_confidence(args) -> int:
+    import json
+
+    from .confidence import calibrate
+
+    report = calibrate(Path(args.data), _segmenter(args), args.split, args.sequences, args.low_probability)
+    report = {"model": args.model, **report, "command": command_line()}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .ros.demo import run_demo
 
@@ -160,6 +174,7 @@ def parse_network_size(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .confidence import DEFAULT_LOW_PROBABILITY
     from .train import add_arguments as add_train_arguments
 
     parser = argparse.ArgumentParser(prog="fcnseg", description=__doc__)
@@ -200,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--alpha", type=float, default=0.5)
     _add_backend_arguments(predict)
     predict.set_defaults(func=cmd_predict)
+
+    calibrate = sub.add_parser("calibrate-confidence", help="the confidence monitor's statistics on road frames "
+                               "and on pictures that are not road scenes (calibrates the node's confidence_* "
+                               "parameters)")
+    calibrate.add_argument("--data", required=True, help="CamVid-layout folder")
+    calibrate.add_argument("--split", default="val", help="split(s) whose frames are scored, e.g. train,val")
+    calibrate.add_argument("--sequences", metavar="SEQ[,SEQ]",
+                           help="only these drives: one the model was not trained on (fcnseg train "
+                                "--holdout-sequences) says what new streets give, e.g. --split train,val "
+                                "--sequences 0006R0")
+    calibrate.add_argument("--low-probability", type=float, default=DEFAULT_LOW_PROBABILITY,
+                           help="a pixel is unsure below this max softmax probability")
+    calibrate.add_argument("--out", help="also write the JSON report here")
+    _add_backend_arguments(calibrate)
+    calibrate.set_defaults(func=cmd_calibrate_confidence)
 
     demo = sub.add_parser("demo", help="start the node, replay the bundled sample bag over DDS, save what comes back")
     demo.add_argument("--bag", help="bag to replay (default: sample/camvid_val_sample.mcap)")

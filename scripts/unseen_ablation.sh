@@ -36,6 +36,8 @@ options() {
     bf16_fcn4s) echo "--bf16 on --variant fcn4s" ;;
     bf16_fcn4s_ohem_unweighted) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25" ;;
     bf16_lite2_fcn4s) echo "--bf16 on --backbone lite2 --variant fcn4s" ;;
+    bf16_lite2_fcn4s_ohem_unweighted) echo "--bf16 on --backbone lite2 --variant fcn4s --class-weights none --hard-pixel-fraction 0.25" ;;
+    bf16_fcn4s_unweighted) echo "--bf16 on --variant fcn4s --class-weights none" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

@@ -29,7 +29,7 @@ from ..backends import BackendError, create_backend
 from ..defaults import resolve_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, camera_info_key, \
     class_ids, drivable_mask, field_of_view_error, scaled_intrinsics
-from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE, ConfidenceMonitor, unsure
+from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE, ConfidenceMonitor, Thresholds, layout_classes, unsure
 from ..frames import FrameError, decode_compressed_frame
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
@@ -159,7 +159,7 @@ class SegmentationNode(Node):
             f"{', test-time flip' if self.config['test_time_flip'] else ''}")
 
         self.stats = PipelineStats()
-        self.confidence = ConfidenceMonitor()
+        self.confidence = ConfidenceMonitor(layout=layout_classes(info.class_names))
         self._sequence_gaps = SequenceGaps()
         self._last_warning = {}
         self._camera_info: Optional[CameraInfo] = None
@@ -464,7 +464,8 @@ class SegmentationNode(Node):
                   "confidence_mean": confidence.mean if confidence else float("nan"),
                   "low_confidence_share": confidence.low_share if confidence else float("nan"),
                   "picture_contrast": confidence.contrast if confidence else float("nan"),
-                  "picture_noise": confidence.noise if confidence else float("nan")}
+                  "picture_noise": confidence.noise if confidence else float("nan"),
+                  "sky_above_road": confidence.sky_above_road if confidence else float("nan")}
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         array_msg = DiagnosticArray()
@@ -498,9 +499,7 @@ class SegmentationNode(Node):
                                            "message never reached the node (missed: lost by DDS or replaced in "
                                            "its queue)")
         config = self.config
-        doubt = unsure(confidence, config["confidence_min_mean"], config["confidence_max_low_share"],
-                       config["confidence_low_probability"], config["confidence_min_contrast"],
-                       config["confidence_max_noise"])
+        doubt = unsure(confidence, Thresholds(*(config[f"confidence_{key}"] for key in Thresholds._fields)))
         if doubt:
             return DiagnosticStatus.WARN, doubt
         if snap["received"] == 0:

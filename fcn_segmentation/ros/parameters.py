@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 from ..backends.selection import BACKEND_NAMES, PRECISIONS
 from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, DEFAULT_MIN_CONTRAST, \
-    DEFAULT_MIN_MEAN
+    DEFAULT_MIN_MEAN, DEFAULT_MIN_SKY_ABOVE_ROAD
 from ..frames import DEFAULT_MAX_PIXELS
 from ..model.fcn import INPUT_MULTIPLE
 
@@ -199,14 +199,18 @@ PARAMETERS = {
     "confidence_low_probability": (DEFAULT_LOW_PROBABILITY, "a pixel whose max softmax probability is below this "
                                    "is unsure (diagnostics low_confidence_share)", True, _fraction),
     "confidence_min_mean": (DEFAULT_MIN_MEAN, "diagnostics WARN when the period's mean max softmax probability is "
-                            "below this (CamVid val frames: 0.91-0.94)", True, _fraction),
+                            "below this (a drive not trained on: 0.78-0.95)", True, _fraction),
     "confidence_max_low_share": (DEFAULT_MAX_LOW_SHARE, "diagnostics WARN when the period's share of unsure pixels "
-                                 "is above this (CamVid val: 0.02-0.05)", True, _fraction),
+                                 "is above this (a drive not trained on: 0.10 at most)", True, _fraction),
     "confidence_min_contrast": (DEFAULT_MIN_CONTRAST, "diagnostics WARN when the picture's grey-level standard "
                                 "deviation is below this (covered, blinded, uniform; CamVid val: 62 or more)", True,
                                 _between(0.0, 255.0)),
     "confidence_max_noise": (DEFAULT_MAX_NOISE, "diagnostics WARN when neighbouring pixels differ by more than this "
                              "on average (pixel noise; CamVid: 20 at most)", True, _between(0.0, 255.0)),
+    "confidence_min_sky_above_road": (DEFAULT_MIN_SKY_ABOVE_ROAD, "diagnostics WARN when the masks' road rows minus "
+                                      "sky rows, as a share of the height, is below this (a turned or upside-down "
+                                      "camera; upright CamVid streets: 0.61-0.86; -1 turns the check off)", True,
+                                      _between(-1.0, 1.0)),
 }
 
 
