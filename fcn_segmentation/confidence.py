@@ -65,7 +65,7 @@ def frame_confidence(scores: np.ndarray, low_probability: float = DEFAULT_LOW_PR
     return float(probability.mean()), float(np.count_nonzero(probability < low_probability) / probability.size)
 
 
-def sky_above_road(scores: np.ndarray, layout: Tuple[int, int] = None, stride: int = DEFAULT_STRIDE,
+def sky_above_road(scores: np.ndarray, layout: Optional[Tuple[int, int]] = None, stride: int = DEFAULT_STRIDE,
                    min_share: float = LAYOUT_MIN_SHARE) -> float:
     """How far the road lies below the sky in the predicted classes of (1, C, h, w) or (C, h, w) scores,
     on every ``stride``-th pixel (``layout``: the (Sky, Road) class indices, CamVid's by default): the
