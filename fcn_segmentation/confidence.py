@@ -18,7 +18,7 @@ frames that are not road scenes, and writes the report behind the node's default
 
 import threading
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -137,15 +137,21 @@ class ConfidenceMonitor:
         self._frames, self._sums = 0, np.zeros(4)
         self._layout_frames, self._layout_sum = 0, 0.0
 
-    def add(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
-            scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
-        """``scores_stride``: ``scores`` are already those of every scores_stride-th pixel (a divisor
-        of the monitor's stride: the same pixels are read)."""
+    def measure(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
+                scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
+        """One frame's (mean, low share, contrast, noise, sky above road), not accumulated.
+        ``scores_stride``: ``scores`` are already those of every scores_stride-th pixel (a divisor of
+        the monitor's stride: the same pixels are read)."""
         if self.stride % scores_stride:
             raise ValueError(f"scores sampled every {scores_stride} pixels cannot give every {self.stride}-th")
         stride = self.stride // scores_stride
-        values = (*frame_confidence(scores, low_probability, stride), *picture_statistics(rgb))
         layout = sky_above_road(scores, self.layout, stride) if self.layout else float("nan")
+        return (*frame_confidence(scores, low_probability, stride), *picture_statistics(rgb), layout)
+
+    def add(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
+            scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
+        """``measure`` the frame and count it in the period."""
+        *values, layout = self.measure(scores, rgb, low_probability, scores_stride)
         with self._lock:
             self._frames += 1
             self._sums += values
@@ -163,30 +169,37 @@ class ConfidenceMonitor:
         return ConfidenceSummary(frames, *(float(v) for v in sums / frames), layout) if frames else None
 
 
+def doubts(summary: ConfidenceSummary, thresholds: Thresholds = Thresholds()) -> Dict[str, str]:
+    """The checks a period fails, by name (mean, low_share, contrast, noise, layout), with why."""
+    t = thresholds
+    found = {}
+    if summary.mean < t.min_mean:
+        found["mean"] = f"mean max probability {summary.mean:.2f} < {t.min_mean:.2f}"
+    if summary.low_share > t.max_low_share:
+        found["low_share"] = (f"{summary.low_share:.0%} of pixels below probability {t.low_probability:.2f} "
+                              f"(more than {t.max_low_share:.0%})")
+    if summary.contrast < t.min_contrast:
+        found["contrast"] = (f"the picture is almost uniform (grey-level deviation {summary.contrast:.1f} < "
+                             f"{t.min_contrast:.1f})")
+    if summary.noise > t.max_noise:
+        found["noise"] = (f"the picture is mostly noise (neighbouring pixels differ by {summary.noise:.1f} > "
+                          f"{t.max_noise:.1f})")
+    if summary.sky_above_road < t.min_sky_above_road:  # False for NaN: no frame showed both
+        found["layout"] = (f"the sky is not above the road (road rows minus sky rows {summary.sky_above_road:.2f} "
+                           f"of the height < {t.min_sky_above_road:.2f}: is the camera turned or upside down?)")
+    return found
+
+
+CHECKS = ("mean", "low_share", "contrast", "noise", "layout")
+
+
 def unsure(summary: Optional[ConfidenceSummary], thresholds: Thresholds = Thresholds()) -> Optional[str]:
     """Why the period's masks should not be trusted, or None (also when no frame was segmented)."""
-    if summary is None:
-        return None
-    t = thresholds
-    reasons = []
-    if summary.mean < t.min_mean:
-        reasons.append(f"mean max probability {summary.mean:.2f} < {t.min_mean:.2f}")
-    if summary.low_share > t.max_low_share:
-        reasons.append(f"{summary.low_share:.0%} of pixels below probability {t.low_probability:.2f} "
-                       f"(more than {t.max_low_share:.0%})")
-    if summary.contrast < t.min_contrast:
-        reasons.append(f"the picture is almost uniform (grey-level deviation {summary.contrast:.1f} < "
-                       f"{t.min_contrast:.1f})")
-    if summary.noise > t.max_noise:
-        reasons.append(f"the picture is mostly noise (neighbouring pixels differ by {summary.noise:.1f} > "
-                       f"{t.max_noise:.1f})")
-    if summary.sky_above_road < t.min_sky_above_road:  # False for NaN: no frame showed both
-        reasons.append(f"the sky is not above the road (road rows minus sky rows {summary.sky_above_road:.2f} "
-                       f"of the height < {t.min_sky_above_road:.2f}: is the camera turned or upside down?)")
+    reasons = doubts(summary, thresholds) if summary is not None else {}
     if not reasons:
         return None
-    return (f"unsure over the last {summary.frames} frames: {'; '.join(reasons)}; the camera may be covered, "
-            "blinded, turned or looking at a scene unlike the training data")
+    return (f"unsure over the last {summary.frames} frames: {'; '.join(reasons.values())}; the camera may be "
+            "covered, blinded, turned or looking at a scene unlike the training data")
 
 
 # -- calibration ---------------------------------------------------------------------------------
@@ -224,9 +237,7 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
 
     def measure(rgb):
         result = segmenter(rgb)
-        values = monitor.add(result.scores, rgb, low_probability, result.scores_stride)
-        monitor.take()
-        return values
+        return monitor.measure(result.scores, rgb, low_probability, result.scores_stride)
 
     road = np.array([measure(read_rgb(image)) for image, _ in tqdm(pairs, desc="road frames", unit="frame")])
     others = {}
@@ -236,11 +247,9 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
     thresholds = Thresholds(low_probability=low_probability)
 
     def flagged(rows):
-        messages = [unsure(ConfidenceSummary(1, *row), thresholds) for row in rows]
-        return {"frames": int(sum(m is not None for m in messages)),
-                "by_reason": {reason: int(sum(m is not None and reason in m for m in messages)) for reason in (
-                    "mean max probability", "of pixels below", "almost uniform", "mostly noise",
-                    "sky is not above")}}
+        failed = [doubts(ConfidenceSummary(1, *row), thresholds) for row in rows]
+        return {"frames": sum(bool(checks) for checks in failed),
+                "by_check": {check: sum(check in checks for checks in failed) for check in CHECKS}}
 
     def describe(values):
         values = np.asarray(values)
