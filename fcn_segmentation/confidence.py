@@ -1,14 +1,17 @@
 """How sure the network is, frame after frame: the mean of the per-pixel max softmax probability and
 the share of pixels below a probability threshold, averaged over a diagnostics period, with two
 statistics of the picture itself (contrast and pixel noise: the network is as sure of a uniform grey
-picture or of noise as of a street) and the layout of the mask (is the road below the sky: a turned
-camera). A camera that is covered, blinded, turned or looking at a scene unlike its training data
-gives masks that look as confident as any; these numbers do not.
+picture or of noise as of a street), the layout of the mask (is the road below the sky: a turned
+camera) and, once per diagnostics period, whether the network is surer of the picture turned upside
+down than as received (a camera mounted upside down). A camera that is covered, blinded, turned or
+looking at a scene unlike its training data gives masks that look as confident as any; these numbers
+do not.
 
 Per frame this costs about 0.5 ms (0.55 ms measured for 384x288 scores on the 2-core AMD EPYC with
 AVX-512, beside a training run; 0.28 ms of it without the layout): the probabilities and the layout
 come from the network-resolution scores the backend returns, every ``stride``-th pixel in each
 direction (384x288 scores: 96x72 samples), the picture statistics from every 8th row and column.
+The upright check costs one more inference per diagnostics period.
 
 Calibration (``fcnseg calibrate-confidence --data CAMVID [--split S --sequences D]``)
 measures the per-frame distribution on road frames (val, or a drive held out of training) and on
@@ -47,6 +50,11 @@ DEFAULT_MAX_NOISE = 40.0
 # 0006R0 and val: 0.61-0.86; turned by 90 degrees: -0.14-0.27). Upside down it is -0.15-0.54: the
 # network often calls the sky road and the road sky then, so only some upside-down pictures are caught.
 DEFAULT_MIN_SKY_ABOVE_ROAD = 0.45
+# Upside down, the network is less sure of a street than upright, even where it swaps sky and road:
+# the mean max probability of a frame as received minus that of the same frame turned by 180 degrees
+# (one more inference per diagnostics period) is 0.005-0.25 on the upright frames of 0006R0 and
+# 0.09-0.24 on val, and -0.13 to -0.23 on upside-down ones. WARN below this margin.
+DEFAULT_MIN_UPRIGHT_MARGIN = -0.05
 DEFAULT_STRIDE = 4
 PICTURE_STRIDE = 8
 CAMVID_LAYOUT = (CAMVID_CLASSES.index("Sky"), CAMVID_CLASSES.index("Road"))
@@ -104,6 +112,7 @@ class ConfidenceSummary(NamedTuple):
     contrast: float    # mean of the frames' grey-level standard deviations
     noise: float       # mean of the frames' neighbouring-pixel differences
     sky_above_road: float = float("nan")  # mean over the frames that showed both; NaN when none did
+    upright_margin: float = float("nan")  # mean of the period's upright checks; NaN when none ran
 
 
 class Thresholds(NamedTuple):
@@ -114,6 +123,12 @@ class Thresholds(NamedTuple):
     min_contrast: float = DEFAULT_MIN_CONTRAST
     max_noise: float = DEFAULT_MAX_NOISE
     min_sky_above_road: float = DEFAULT_MIN_SKY_ABOVE_ROAD
+    min_upright_margin: float = DEFAULT_MIN_UPRIGHT_MARGIN
+
+
+def turned_over(rgb: np.ndarray) -> np.ndarray:
+    """The picture turned by 180 degrees: what a camera mounted upside down shows."""
+    return np.ascontiguousarray(rgb[::-1, ::-1])
 
 
 def layout_classes(class_names: Sequence[str]) -> Optional[Tuple[int, int]]:
@@ -124,8 +139,9 @@ def layout_classes(class_names: Sequence[str]) -> Optional[Tuple[int, int]]:
 
 class ConfidenceMonitor:
     """Accumulates ``frame_confidence``, ``picture_statistics`` and ``sky_above_road`` between two
-    ``take`` calls (the worker adds, the diagnostics timer takes). ``layout``: the model's (Sky, Road)
-    class indices (``layout_classes``), None to leave the layout out."""
+    ``take`` calls (the worker adds, the diagnostics timer takes), and the upright margin of the frames
+    the caller also segmented turned over (``wants_upright_check``, ``add_upright_check``).
+    ``layout``: the model's (Sky, Road) class indices (``layout_classes``), None to leave the layout out."""
 
     def __init__(self, stride: int = DEFAULT_STRIDE, layout: Optional[Tuple[int, int]] = CAMVID_LAYOUT):
         self.stride = stride
@@ -136,17 +152,39 @@ class ConfidenceMonitor:
     def _reset(self):
         self._frames, self._sums = 0, np.zeros(4)
         self._layout_frames, self._layout_sum = 0, 0.0
+        self._upright_checks, self._upright_sum = 0, 0.0
 
     def measure(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
                 scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
         """One frame's (mean, low share, contrast, noise, sky above road), not accumulated.
         ``scores_stride``: ``scores`` are already those of every scores_stride-th pixel (a divisor of
         the monitor's stride: the same pixels are read)."""
-        if self.stride % scores_stride:
-            raise ValueError(f"scores sampled every {scores_stride} pixels cannot give every {self.stride}-th")
-        stride = self.stride // scores_stride
+        stride = self._sample_stride(scores_stride)
         layout = sky_above_road(scores, self.layout, stride) if self.layout else float("nan")
         return (*frame_confidence(scores, low_probability, stride), *picture_statistics(rgb), layout)
+
+    def _sample_stride(self, scores_stride: int) -> int:
+        if self.stride % scores_stride:
+            raise ValueError(f"scores sampled every {scores_stride} pixels cannot give every {self.stride}-th")
+        return self.stride // scores_stride
+
+    def upright_margin(self, mean: float, turned_scores: np.ndarray, scores_stride: int = 1) -> float:
+        """``mean`` (the frame's mean max probability, from ``measure``) minus that of the scores of the
+        same frame turned over (``turned_over``): below 0, the network is surer of the picture upside down."""
+        return mean - frame_confidence(turned_scores, stride=self._sample_stride(scores_stride))[0]
+
+    def wants_upright_check(self) -> bool:
+        """True until the period has one upright check: one extra inference per period is enough."""
+        with self._lock:
+            return self._upright_checks == 0
+
+    def add_upright_check(self, mean: float, turned_scores: np.ndarray, scores_stride: int = 1) -> float:
+        """``upright_margin``, counted in the period."""
+        margin = self.upright_margin(mean, turned_scores, scores_stride)
+        with self._lock:
+            self._upright_checks += 1
+            self._upright_sum += margin
+        return margin
 
     def add(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
             scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
@@ -165,12 +203,13 @@ class ConfidenceMonitor:
         with self._lock:
             frames, sums = self._frames, self._sums
             layout = self._layout_sum / self._layout_frames if self._layout_frames else float("nan")
+            upright = self._upright_sum / self._upright_checks if self._upright_checks else float("nan")
             self._reset()
-        return ConfidenceSummary(frames, *(float(v) for v in sums / frames), layout) if frames else None
+        return ConfidenceSummary(frames, *(float(v) for v in sums / frames), layout, upright) if frames else None
 
 
 def doubts(summary: ConfidenceSummary, thresholds: Thresholds = Thresholds()) -> Dict[str, str]:
-    """The checks a period fails, by name (mean, low_share, contrast, noise, layout), with why."""
+    """The checks a period fails, by name (``CHECKS``), with why."""
     t = thresholds
     found = {}
     if summary.mean < t.min_mean:
@@ -187,10 +226,14 @@ def doubts(summary: ConfidenceSummary, thresholds: Thresholds = Thresholds()) ->
     if summary.sky_above_road < t.min_sky_above_road:  # False for NaN: no frame showed both
         found["layout"] = (f"the sky is not above the road (road rows minus sky rows {summary.sky_above_road:.2f} "
                            f"of the height < {t.min_sky_above_road:.2f}: is the camera turned or upside down?)")
+    if summary.upright_margin < t.min_upright_margin:  # False for NaN: no check ran
+        found["upside_down"] = (f"the network is surer of the picture turned upside down (mean max probability "
+                                f"as received minus turned over {summary.upright_margin:.2f} < "
+                                f"{t.min_upright_margin:.2f}: is the camera mounted upside down?)")
     return found
 
 
-CHECKS = ("mean", "low_share", "contrast", "noise", "layout")
+CHECKS = ("mean", "low_share", "contrast", "noise", "layout", "upside_down")
 
 
 def unsure(summary: Optional[ConfidenceSummary], thresholds: Thresholds = Thresholds()) -> Optional[str]:
@@ -218,7 +261,7 @@ def unlike_training_frames(rgb: np.ndarray, seed: int = 0):
     yield "colour_blocks", np.ascontiguousarray(np.kron(blocks, np.ones((40, 40, 1), np.uint8))[:height, :width])
 
 
-STATISTICS = ("mean_max_probability", "low_share", "contrast", "noise", "sky_above_road")
+STATISTICS = ("mean_max_probability", "low_share", "contrast", "noise", "sky_above_road", "upright_margin")
 
 
 def calibrate(data: Path, segmenter, splits="val", sequences=None,
@@ -235,9 +278,11 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
     pairs = frames(data, splits, sequences=sequences)
     monitor = ConfidenceMonitor(stride, layout_classes(segmenter.info.class_names))
 
-    def measure(rgb):
+    def measure(rgb):  # as the node measures a frame, with the upright check it runs once per period
         result = segmenter(rgb)
-        return monitor.measure(result.scores, rgb, low_probability, result.scores_stride)
+        values = monitor.measure(result.scores, rgb, low_probability, result.scores_stride)
+        turned = segmenter(turned_over(rgb))
+        return (*values, monitor.upright_margin(values[0], turned.scores, turned.scores_stride))
 
     road = np.array([measure(read_rgb(image)) for image, _ in tqdm(pairs, desc="road frames", unit="frame")])
     others = {}

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from fcn_segmentation.confidence import (CAMVID_LAYOUT, ConfidenceMonitor, ConfidenceSummary, Thresholds,
+from fcn_segmentation.confidence import (CAMVID_LAYOUT, ConfidenceMonitor, ConfidenceSummary, Thresholds, doubts,
                                          frame_confidence, layout_classes, picture_statistics, sky_above_road,
-                                         unlike_training_frames, unsure)
+                                         turned_over, unlike_training_frames, unsure)
 from fcn_segmentation.data import read_rgb, split_pairs
 from fcn_segmentation.postprocess import confidence_map
 
@@ -22,9 +22,12 @@ def segmenter(bundled_model):
 
 
 def _period(segmenter, pictures):
+    """The pictures' period summary, measured as the node measures them (one upright check)."""
     monitor = ConfidenceMonitor()
     for rgb in pictures:
-        monitor.add(segmenter(rgb).scores, rgb)
+        mean, *_ = monitor.add(segmenter(rgb).scores, rgb)
+        if monitor.wants_upright_check():
+            monitor.add_upright_check(mean, segmenter(turned_over(rgb)).scores)
     return monitor.take()
 
 
@@ -59,12 +62,38 @@ def test_frames_that_are_not_road_scenes_are_flagged(segmenter, sample_dir, name
             (image.name, message)
 
 
-def test_most_upside_down_frames_are_flagged(segmenter, sample_dir):
+def test_upside_down_frames_are_flagged_by_the_upright_check(segmenter, sample_dir):
     """Upside down, the network often calls the sky road and the road sky, and stays fairly sure:
-    the bundled weights miss 2 of the 6 sample frames (models/eval/confidence_calibration.json)."""
-    flagged = [unsure(_period(segmenter, [dict(unlike_training_frames(read_rgb(image)))["rotated_180"]]))
-               for image, _ in split_pairs(sample_dir, "val")]
-    assert sum(message is not None for message in flagged) >= 4, flagged
+    the layout missed 2 of the 6 sample frames. Turned back over, each is a street the network is
+    surer of, and the upright check says so for all six."""
+    for image, _ in split_pairs(sample_dir, "val"):
+        upright = read_rgb(image)
+        summary = _period(segmenter, [turned_over(upright)])
+        assert "upside_down" in doubts(summary), (image.name, summary)
+        assert "mounted upside down" in unsure(summary)
+        assert summary.upright_margin < -0.05
+        assert _period(segmenter, [upright]).upright_margin > 0.05, image.name
+
+
+def test_one_upright_check_per_period_and_its_mean():
+    rng = np.random.default_rng(2)
+    scores = rng.standard_normal((1, 11, 16, 16)).astype(np.float32)
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    monitor = ConfidenceMonitor(stride=1)
+    mean, *_ = monitor.add(scores, rgb)
+    assert monitor.wants_upright_check()
+    sure = np.zeros_like(scores)
+    sure[0, 3] = 50.0  # probability 1 everywhere
+    assert monitor.add_upright_check(mean, sure) == pytest.approx(mean - 1.0)
+    assert not monitor.wants_upright_check(), "one check per period"
+    monitor.add_upright_check(0.9, scores[:, :, ::-1].copy())
+    summary = monitor.take()
+    assert summary.upright_margin == pytest.approx(((mean - 1.0) + (0.9 - mean)) / 2, abs=1e-6)
+    assert monitor.wants_upright_check(), "a new period wants its check"
+    monitor.add(scores, rgb)
+    assert np.isnan(monitor.take().upright_margin), "no check ran: no margin"
+    assert "upside_down" not in doubts(summary._replace(upright_margin=float("nan")))
+    assert "upside_down" not in doubts(summary, Thresholds(min_upright_margin=-1.0))
 
 
 def test_the_layout_is_road_rows_minus_sky_rows_and_says_nothing_without_both():

@@ -201,7 +201,8 @@ def test_the_node_says_when_it_is_unsure(client, frames):
     assert all(float(values["low_confidence_share"]) < 0.08 for _, _, values in real), real
     others = dict(unlike_training_frames(frames[0]))
     for name, reason in (("uniform_noise", "the picture is mostly noise"), ("grey", "almost uniform"),
-                         ("rotated_90", "the sky is not above the road")):
+                         ("rotated_90", "the sky is not above the road"),
+                         ("rotated_180", "is the camera mounted upside down")):
         statuses = _levels_while_sending(node, executor, [others[name]], 3.0)
         assert statuses, name
         level, message, values = statuses[-1]

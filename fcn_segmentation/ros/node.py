@@ -29,7 +29,8 @@ from ..backends import BackendError, create_backend
 from ..defaults import resolve_model_path
 from ..drivable import CameraMount, GridSpec, GroundGridProjector, MaskCleaning, camera_info_error, camera_info_key, \
     class_ids, drivable_mask, field_of_view_error, scaled_intrinsics
-from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE, ConfidenceMonitor, Thresholds, layout_classes, unsure
+from ..confidence import DEFAULT_STRIDE as CONFIDENCE_STRIDE, ConfidenceMonitor, Thresholds, layout_classes, \
+    turned_over, unsure
 from ..frames import FrameError, decode_compressed_frame
 from ..model.model_file import ModelFileError
 from ..pipeline import Segmenter
@@ -355,10 +356,14 @@ class SegmentationNode(Node):
             self.confidence_pub.publish(array_to_image(result.confidence(), "mono8", header))
         t5 = time.perf_counter()
         # after every output: the monitor feeds diagnostics only (0.2 ms)
-        self.confidence.add(result.scores, rgb, config["confidence_low_probability"], result.scores_stride)
+        mean, *_ = self.confidence.add(result.scores, rgb, config["confidence_low_probability"], result.scores_stride)
         stages = dict(result.timings_ms, decode=(t1 - t0) * 1e3, publish=(t3 - t2 + t5 - t4) * 1e3,
                       drivable=(t4 - t3) * 1e3, all_outputs_latency=(time.monotonic() - received) * 1e3)
         self.stats.record(class_mask_latency_ms, stages)
+        if config["confidence_min_upright_margin"] > -1 and self.confidence.wants_upright_check():
+            # once per diagnostics period, after the frame's outputs: the same frame turned upside down
+            turned = self.segmenter(turned_over(rgb))
+            self.confidence.add_upright_check(mean, turned.scores, turned.scores_stride)
 
     def _publish_drivable(self, config: dict, classes: np.ndarray, header, want_mask: bool, want_grid: bool) -> None:
         cleaning = None if config["drivable_mask_mode"] == "raw" else MaskCleaning(
@@ -465,7 +470,8 @@ class SegmentationNode(Node):
                   "low_confidence_share": confidence.low_share if confidence else float("nan"),
                   "picture_contrast": confidence.contrast if confidence else float("nan"),
                   "picture_noise": confidence.noise if confidence else float("nan"),
-                  "sky_above_road": confidence.sky_above_road if confidence else float("nan")}
+                  "sky_above_road": confidence.sky_above_road if confidence else float("nan"),
+                  "upright_margin": confidence.upright_margin if confidence else float("nan")}
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         array_msg = DiagnosticArray()

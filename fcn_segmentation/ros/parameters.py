@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 from ..backends.selection import BACKEND_NAMES, PRECISIONS
 from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, DEFAULT_MIN_CONTRAST, \
-    DEFAULT_MIN_MEAN, DEFAULT_MIN_SKY_ABOVE_ROAD
+    DEFAULT_MIN_MEAN, DEFAULT_MIN_SKY_ABOVE_ROAD, DEFAULT_MIN_UPRIGHT_MARGIN
 from ..frames import DEFAULT_MAX_PIXELS
 from ..model.fcn import INPUT_MULTIPLE
 
@@ -211,6 +211,11 @@ PARAMETERS = {
                                       "sky rows, as a share of the height, is below this (a turned or upside-down "
                                       "camera; upright CamVid streets: 0.61-0.86; -1 turns the check off)", True,
                                       _between(-1.0, 1.0)),
+    "confidence_min_upright_margin": (DEFAULT_MIN_UPRIGHT_MARGIN, "diagnostics WARN when the network is not surer "
+                                      "of the frame as received than turned upside down by this much (mean max "
+                                      "softmax probability; one more inference per diagnostics period; streets "
+                                      "not trained on: 0.005 or more, upside down: -0.13 or less; -1 turns the "
+                                      "check and its inference off)", True, _between(-1.0, 1.0)),
 }
 
 
