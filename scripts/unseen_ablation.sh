@@ -2,9 +2,10 @@
 # Recipe levers measured on an unseen drive (issue 16): sequence 0006R0 is left out of training
 # (train on the 266 train frames of 0001TP and 0016E5) and each variant is scored on all 101 frames of
 # 0006R0 and on standard val, at the 320x224 default, 384x288 and the 480x352 training
-# scale, for an equal budget. Resumable: rerun to continue.
+# scale, for an equal budget. HOLDOUT=0001TP leaves that drive out instead (train on 0006R0 and the
+# train frames of 0016E5). Resumable: rerun to continue.
 # TEST_TIME_FLIP=1 scores the same weights with test-time flip too (names NAME_flip).
-# Usage: [THREADS=N] [SIZES="WxH ..."] [TEST_TIME_FLIP=1] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
+# Usage: [HOLDOUT=SEQ] [THREADS=N] [SIZES="WxH ..."] [TEST_TIME_FLIP=1] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${1:-$root/../shared/datasets/camvid}"
@@ -13,8 +14,11 @@ shift $(( $# > 2 ? 2 : $# ))
 variants=("${@:-baseline rare_ohem}")
 holdout="${HOLDOUT:-0006R0}"
 fcnseg="${FCNSEG:-$root/.venv/bin/fcnseg}"
-runs="$root/runs/unseen"
-evals="$root/models/eval/unseen"
+# Another held-out drive (HOLDOUT=0001TP) gets its own run and report folders: a variant's weights and
+# its val scores differ with the drive left out.
+suffix=""; [ "$holdout" = 0006R0 ] || suffix="_$holdout"
+runs="$root/runs/unseen$suffix"
+evals="$root/models/eval/unseen$suffix"
 mkdir -p "$runs" "$evals"
 # OpenMP threads that sleep instead of spinning: on 2 cores shared with other work a training step took
 # 3.4 s instead of 20 s (the same load, measured on the runs below)
