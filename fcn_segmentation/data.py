@@ -109,13 +109,19 @@ class AugmentedSegmentationSet:
 
     With ``rare_crop_prob`` > 0, that share of crops is centred on a random pixel of one of
     ``rare_classes`` present in the image (chosen uniformly among those present), so thin and
-    small classes are seen whole and more often; at 0 the random draws are the plain recipe's."""
+    small classes are seen whole and more often; at 0 the random draws are the plain recipe's.
+    ``photometric_strength`` and ``colour_cast``: see ``photometric_jitter``."""
 
     def __init__(self, pairs, num_classes: int, crop_hw: Tuple[int, int], base_hw: Tuple[int, int],
                  mean, std, scale_range=(0.75, 1.5), augment: bool = True, seed: int = 0,
-                 rare_classes: Tuple[int, ...] = (), rare_crop_prob: float = 0.0):
+                 rare_classes: Tuple[int, ...] = (), rare_crop_prob: float = 0.0,
+                 photometric_strength: float = 0.25, colour_cast: float = 0.0):
         if not 0.0 <= rare_crop_prob <= 1.0:
             raise DatasetError(f"rare crop probability must be in [0, 1], got {rare_crop_prob}")
+        for name, value in (("photometric strength", photometric_strength), ("colour cast", colour_cast)):
+            if not 0.0 <= value < 1.0:
+                raise DatasetError(f"{name} must be in [0, 1), got {value}")
+        self.photometric_strength, self.colour_cast = photometric_strength, colour_cast
         self.images = [read_rgb(image) for image, _ in pairs]
         self.labels = [read_label(label, num_classes) for _, label in pairs]
         self.crop_hw, self.base_hw = crop_hw, base_hw
@@ -165,12 +171,15 @@ class AugmentedSegmentationSet:
         if self.augment:
             if rng.random() < 0.5:
                 image, label = image[:, ::-1], label[:, ::-1]
-            image = photometric_jitter(image, rng)
+            image = photometric_jitter(image, rng, self.photometric_strength, self.colour_cast)
         return normalize(np.ascontiguousarray(image), self.mean, self.std), np.ascontiguousarray(label)
 
 
-def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.25) -> np.ndarray:
-    """Random brightness, contrast and saturation, each scaled in [1 - strength, 1 + strength]."""
+def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.25,
+                       colour_cast: float = 0.0) -> np.ndarray:
+    """Random brightness, contrast and saturation, each scaled in [1 - strength, 1 + strength], and
+    with ``colour_cast`` > 0 a gain per channel in [1 - colour_cast, 1 + colour_cast] (the light of
+    dusk, sodium lamps, a camera's white balance); at 0 no random draw is made for it."""
     image = rgb.astype(np.float32)
     brightness = rng.uniform(1 - strength, 1 + strength)
     contrast = rng.uniform(1 - strength, 1 + strength)
@@ -179,6 +188,8 @@ def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.
     image = gray[..., None] + saturation * (image - gray[..., None])
     image = (image - gray.mean()) * contrast + gray.mean()
     image *= brightness
+    if colour_cast:
+        image *= np.array([rng.uniform(1 - colour_cast, 1 + colour_cast) for _ in range(3)], np.float32)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 

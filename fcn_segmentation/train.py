@@ -135,7 +135,8 @@ def train(args) -> Path:
         pairs, info.num_classes, crop_hw=(args.crop_height, args.crop_width),
         base_hw=(args.input_height, args.input_width), mean=info.image_mean, std=info.image_std,
         scale_range=(args.min_scale, args.max_scale), seed=args.seed,
-        rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob)
+        rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob,
+        photometric_strength=args.photometric_strength, colour_cast=args.colour_cast)
     bf16 = use_bf16(args.bf16, device)
     logger.info("training in %s", "BF16 autocast (the CPU has native BF16)" if bf16 else "FP32")
     class_weights = median_frequency_weights(dataset.labels, info.num_classes) if args.class_weights == "median_freq" \
@@ -316,6 +317,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="centre this share of crops on a pixel of a --rare-classes class present in the image")
     parser.add_argument("--rare-classes", default="Pole,SignSymbol,Pedestrian,Bicyclist",
                         help="class names for --rare-crop-prob")
+    parser.add_argument("--photometric-strength", type=float, default=0.25, metavar="S",
+                        help="random brightness, contrast and saturation in [1 - S, 1 + S]")
+    parser.add_argument("--colour-cast", type=float, default=0.0, metavar="C",
+                        help="random gain per colour channel in [1 - C, 1 + C] (other light, white balance; 0 = off)")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="off",
                         help="BF16 autocast on the CPU: auto = where the CPU has avx512_bf16 or amx_bf16, on = "
                              "require it (an error elsewhere), off = FP32")

@@ -195,3 +195,22 @@ def test_train_with_rare_crops_and_hard_pixel_mining_records_them(sample_dir, tm
     assert info.training["cpu"] == describe_cpu(), "the CPU it trained on, with its instruction sets"
     assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--epochs", "1",
                  "--rare-classes", "Pole,Lamppost", "--rare-crop-prob", "0.5", "--run-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_colour_cast_scales_each_channel_and_draws_nothing_when_off():
+    import random
+
+    from fcn_segmentation.data import AugmentedSegmentationSet, DatasetError, photometric_jitter
+
+    rgb = np.full((8, 8, 3), 100, np.uint8)
+    plain_rng, off_rng = random.Random(3), random.Random(3)
+    assert np.array_equal(photometric_jitter(rgb, plain_rng), photometric_jitter(rgb, off_rng, colour_cast=0.0))
+    assert plain_rng.random() == off_rng.random(), "colour_cast 0 must leave the plain recipe's random draws alone"
+    # no brightness, contrast or saturation change: only the cast moves the channels apart
+    ratios = [photometric_jitter(rgb, random.Random(seed), strength=0.0, colour_cast=0.2)[0, 0] / 100
+              for seed in range(20)]
+    assert all(0.8 - 0.01 <= r <= 1.2 + 0.01 for pixel in ratios for r in pixel)
+    assert any(abs(pixel[0] - pixel[2]) > 0.05 for pixel in ratios), "the channels get different gains"
+    for options in (dict(colour_cast=1.0), dict(photometric_strength=-0.1)):
+        with pytest.raises(DatasetError, match="must be in"):
+            AugmentedSegmentationSet([], 11, (8, 8), (8, 8), (0, 0, 0), (1, 1, 1), **options)
