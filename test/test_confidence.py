@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fcn_segmentation.confidence import (CAMVID_LAYOUT, ConfidenceMonitor, ConfidenceSummary, Thresholds, doubts,
+from fcn_segmentation.confidence import (CAMVID_LAYOUT, DAYTIME_MIN_UPRIGHT_MARGIN, ConfidenceMonitor,
+                                         ConfidenceSummary, Thresholds, doubts,
                                          frame_confidence, layout_classes, picture_statistics, sky_above_road,
                                          turned_over, unlike_training_frames, unsure)
 from fcn_segmentation.data import read_rgb, split_pairs
@@ -62,15 +63,18 @@ def test_frames_that_are_not_road_scenes_are_flagged(segmenter, sample_dir, name
             (image.name, message)
 
 
-def test_upside_down_frames_are_flagged_by_the_upright_check(segmenter, sample_dir):
+def test_upside_down_daytime_frames_are_flagged_by_the_upright_check_when_it_is_on(segmenter, sample_dir):
     """Upside down, the network often calls the sky road and the road sky, and stays fairly sure:
     the layout missed 2 of the 6 sample frames. Turned back over, each is a street the network is
-    surer of, and the upright check says so for all six."""
+    surer of, and the upright check, at its daytime setting, says so for all six. Off by default
+    (it misfires at dusk)."""
+    daytime = Thresholds(min_upright_margin=DAYTIME_MIN_UPRIGHT_MARGIN)
     for image, _ in split_pairs(sample_dir, "val"):
         upright = read_rgb(image)
         summary = _period(segmenter, [turned_over(upright)])
-        assert "upside_down" in doubts(summary), (image.name, summary)
-        assert "mounted upside down" in unsure(summary)
+        assert "upside_down" in doubts(summary, daytime), (image.name, summary)
+        assert "mounted upside down" in unsure(summary, daytime)
+        assert "upside_down" not in doubts(summary), "off by default"
         assert summary.upright_margin < -0.05
         assert _period(segmenter, [upright]).upright_margin > 0.05, image.name
 
@@ -92,8 +96,10 @@ def test_one_upright_check_per_period_and_its_mean():
     assert monitor.wants_upright_check(), "a new period wants its check"
     monitor.add(scores, rgb)
     assert np.isnan(monitor.take().upright_margin), "no check ran: no margin"
-    assert "upside_down" not in doubts(summary._replace(upright_margin=float("nan")))
-    assert "upside_down" not in doubts(summary, Thresholds(min_upright_margin=-1.0))
+    turned = summary._replace(upright_margin=-0.2)
+    assert "upside_down" in doubts(turned, Thresholds(min_upright_margin=-0.05))
+    assert "upside_down" not in doubts(turned, Thresholds(min_upright_margin=-1.0))
+    assert "upside_down" not in doubts(turned._replace(upright_margin=float("nan")), Thresholds(min_upright_margin=0.0))
 
 
 def test_the_layout_is_road_rows_minus_sky_rows_and_says_nothing_without_both():

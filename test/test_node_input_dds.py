@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
-from fcn_segmentation.confidence import unlike_training_frames  # noqa: E402
+from fcn_segmentation.confidence import DAYTIME_MIN_UPRIGHT_MARGIN, unlike_training_frames  # noqa: E402
 from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402
 from node_support import node_running  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -53,7 +53,8 @@ def _exif_orientation(jpeg, orientation):
 @pytest.fixture(scope="module")
 def compressed_node(dds_env, bundled_model, tmp_path_factory):
     with node_running({"model_path": str(bundled_model), "input_transport": "compressed",
-                       "diagnostics_period": 0.5, "log_throttle_period": 0.1},
+                       "diagnostics_period": 0.5, "log_throttle_period": 0.1,
+                       "confidence_min_upright_margin": DAYTIME_MIN_UPRIGHT_MARGIN},  # off by default
                       {"image/compressed": TOPIC, "__ns": "/squeezed"}, tmp_path_factory.mktemp("node")) as running:
         yield running
 

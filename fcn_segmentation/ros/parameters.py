@@ -213,9 +213,10 @@ PARAMETERS = {
                                       _between(-1.0, 1.0)),
     "confidence_min_upright_margin": (DEFAULT_MIN_UPRIGHT_MARGIN, "diagnostics WARN when the network is not surer "
                                       "of the frame as received than turned upside down by this much (mean max "
-                                      "softmax probability; one more inference per diagnostics period; streets "
-                                      "not trained on: 0.005 or more, upside down: -0.13 or less; -1 turns the "
-                                      "check and its inference off)", True, _between(-1.0, 1.0)),
+                                      "softmax probability; one more inference per diagnostics period). An "
+                                      "installation check in daylight: -0.05 (upright streets 0.005 or more, upside "
+                                      "down -0.13 or less); at dusk upright frames reach -0.09. -1 (default): off",
+                                      True, _between(-1.0, 1.0)),
 }
 
 
