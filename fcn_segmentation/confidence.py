@@ -1,7 +1,8 @@
 """How sure the network is, frame after frame: the mean of the per-pixel max softmax probability and
 the share of pixels below a probability threshold, averaged over a diagnostics period, with two
 statistics of the picture itself (contrast and pixel noise: the network is as sure of a uniform grey
-picture or of noise as of a street), the layout of the mask (is the road below the sky: a turned
+picture or of noise as of a street; and how much brighter its top is than its bottom: a camera
+mounted upside down, by day or dusk), the layout of the mask (is the road below the sky: a turned
 camera) and, when asked for, once per diagnostics period whether the network is surer of the picture
 turned upside down than as received (a camera mounted upside down; daylight only). A camera that is
 covered, blinded, turned or looking at a scene unlike its training data gives masks that look as
@@ -59,6 +60,14 @@ DEFAULT_MIN_SKY_ABOVE_ROAD = 0.45
 # installation check in daylight.
 DAYTIME_MIN_UPRIGHT_MARGIN = -0.05
 DEFAULT_MIN_UPRIGHT_MARGIN = -1.0
+# The picture alone tells upside down at dusk too: the mean grey level of its top third minus that of
+# its bottom third, over its mean grey level, is 0.18 or more on every frame of CamVid train and val
+# (day: 0.18-1.3; the dusk drive 0001TP: 1.06 or more, its sky being the brightest thing in it) and
+# so -0.18 or less upside down. A camera turned by 90 degrees is not told apart (-0.8 to 0.6). At
+# night a road lit by headlights under a dark sky is brighter below (not measured: CamVid has no
+# night), so the check is off by default (-3, the lowest value there is); 0 for an installation check.
+DAY_AND_DUSK_MIN_BRIGHTER_ABOVE = 0.0
+DEFAULT_MIN_BRIGHTER_ABOVE = -3.0
 DEFAULT_STRIDE = 4
 PICTURE_STRIDE = 8
 CAMVID_LAYOUT = (CAMVID_CLASSES.index("Sky"), CAMVID_CLASSES.index("Road"))
@@ -98,15 +107,20 @@ def sky_above_road(scores: np.ndarray, layout: Optional[Tuple[int, int]] = None,
     return (means[1] - means[0]) / max(classes.shape[0] - 1, 1)
 
 
-def picture_statistics(rgb: np.ndarray, stride: int = PICTURE_STRIDE) -> Tuple[float, float]:
-    """(contrast, noise) of an RGB uint8 picture: the standard deviation of the grey level on every
-    ``stride``-th pixel, and the mean absolute difference of horizontally neighbouring pixels on every
-    ``stride``-th row (channels averaged). About 0.2 ms for 480x360."""
+def picture_statistics(rgb: np.ndarray, stride: int = PICTURE_STRIDE) -> Tuple[float, float, float]:
+    """(contrast, noise, brighter above) of an RGB uint8 picture: the standard deviation of the grey
+    level on every ``stride``-th pixel; the mean absolute difference of horizontally neighbouring
+    pixels on every ``stride``-th row (channels averaged); and the mean grey level of the top third
+    minus that of the bottom third, over the mean grey level (0 for a uniform picture; negative when
+    the picture is darker above than below). About 0.2 ms for 480x360."""
     sparse = rgb[::stride, ::stride]
-    contrast = float(sparse.reshape(-1, sparse.shape[-1]).mean(axis=1).std()) if sparse.size else 0.0
+    grey = sparse.mean(axis=2) if sparse.size else np.zeros((0, 0))
+    contrast = float(grey.std()) if grey.size else 0.0
     rows = rgb[::stride].astype(np.int16)
     noise = float(np.abs(rows[:, 1:] - rows[:, :-1]).mean()) if rows.shape[1] > 1 else 0.0
-    return contrast, noise
+    third = grey.shape[0] // 3
+    brighter_above = float((grey[:third].mean() - grey[-third:].mean()) / max(grey.mean(), 1.0)) if third else 0.0
+    return contrast, noise, brighter_above
 
 
 class ConfidenceSummary(NamedTuple):
@@ -117,6 +131,7 @@ class ConfidenceSummary(NamedTuple):
     noise: float       # mean of the frames' neighbouring-pixel differences
     sky_above_road: float = float("nan")  # mean over the frames that showed both; NaN when none did
     upright_margin: float = float("nan")  # mean of the period's upright checks; NaN when none ran
+    brighter_above: float = float("nan")  # mean of the frames' top-minus-bottom grey levels (over their mean)
 
 
 class Thresholds(NamedTuple):
@@ -128,6 +143,7 @@ class Thresholds(NamedTuple):
     max_noise: float = DEFAULT_MAX_NOISE
     min_sky_above_road: float = DEFAULT_MIN_SKY_ABOVE_ROAD
     min_upright_margin: float = DEFAULT_MIN_UPRIGHT_MARGIN
+    min_brighter_above: float = DEFAULT_MIN_BRIGHTER_ABOVE
 
 
 def turned_over(rgb: np.ndarray) -> np.ndarray:
@@ -154,18 +170,19 @@ class ConfidenceMonitor:
         self._reset()
 
     def _reset(self):
-        self._frames, self._sums = 0, np.zeros(4)
+        self._frames, self._sums = 0, np.zeros(5)  # mean, low share, contrast, noise, brighter above
         self._layout_frames, self._layout_sum = 0, 0.0
         self._upright_checks, self._upright_sum = 0, 0.0
 
     def measure(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
-                scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
-        """One frame's (mean, low share, contrast, noise, sky above road), not accumulated.
+                scores_stride: int = 1) -> Tuple[float, float, float, float, float, float]:
+        """One frame's (mean, low share, contrast, noise, sky above road, brighter above), not accumulated.
         ``scores_stride``: ``scores`` are already those of every scores_stride-th pixel (a divisor of
         the monitor's stride: the same pixels are read)."""
         stride = self._sample_stride(scores_stride)
         layout = sky_above_road(scores, self.layout, stride) if self.layout else float("nan")
-        return (*frame_confidence(scores, low_probability, stride), *picture_statistics(rgb), layout)
+        contrast, noise, brighter_above = picture_statistics(rgb)
+        return (*frame_confidence(scores, low_probability, stride), contrast, noise, layout, brighter_above)
 
     def _sample_stride(self, scores_stride: int) -> int:
         if self.stride % scores_stride:
@@ -191,16 +208,17 @@ class ConfidenceMonitor:
         return margin
 
     def add(self, scores: np.ndarray, rgb: np.ndarray, low_probability: float = DEFAULT_LOW_PROBABILITY,
-            scores_stride: int = 1) -> Tuple[float, float, float, float, float]:
+            scores_stride: int = 1) -> Tuple[float, float, float, float, float, float]:
         """``measure`` the frame and count it in the period."""
-        *values, layout = self.measure(scores, rgb, low_probability, scores_stride)
+        values = self.measure(scores, rgb, low_probability, scores_stride)
+        mean, low_share, contrast, noise, layout, brighter_above = values
         with self._lock:
             self._frames += 1
-            self._sums += values
+            self._sums += (mean, low_share, contrast, noise, brighter_above)
             if not np.isnan(layout):
                 self._layout_frames += 1
                 self._layout_sum += layout
-        return (*values, layout)
+        return values
 
     def take(self) -> Optional[ConfidenceSummary]:
         """What was added since the last call, or None when no frame was."""
@@ -209,7 +227,10 @@ class ConfidenceMonitor:
             layout = self._layout_sum / self._layout_frames if self._layout_frames else float("nan")
             upright = self._upright_sum / self._upright_checks if self._upright_checks else float("nan")
             self._reset()
-        return ConfidenceSummary(frames, *(float(v) for v in sums / frames), layout, upright) if frames else None
+        if not frames:
+            return None
+        mean, low_share, contrast, noise, brighter_above = (float(v) for v in sums / frames)
+        return ConfidenceSummary(frames, mean, low_share, contrast, noise, layout, upright, brighter_above)
 
 
 def doubts(summary: ConfidenceSummary, thresholds: Thresholds = Thresholds()) -> Dict[str, str]:
@@ -234,10 +255,14 @@ def doubts(summary: ConfidenceSummary, thresholds: Thresholds = Thresholds()) ->
         found["upside_down"] = (f"the network is surer of the picture turned upside down (mean max probability "
                                 f"as received minus turned over {summary.upright_margin:.2f} < "
                                 f"{t.min_upright_margin:.2f}: is the camera mounted upside down?)")
+    if summary.brighter_above < t.min_brighter_above:
+        found["dark_above"] = (f"the picture is darker above than below (top third minus bottom third "
+                               f"{summary.brighter_above:.2f} of its mean grey level < {t.min_brighter_above:.2f}: "
+                               "is the camera mounted upside down?)")
     return found
 
 
-CHECKS = ("mean", "low_share", "contrast", "noise", "layout", "upside_down")
+CHECKS = ("mean", "low_share", "contrast", "noise", "layout", "upside_down", "dark_above")
 
 
 def unsure(summary: Optional[ConfidenceSummary], thresholds: Thresholds = Thresholds()) -> Optional[str]:
@@ -265,7 +290,8 @@ def unlike_training_frames(rgb: np.ndarray, seed: int = 0):
     yield "colour_blocks", np.ascontiguousarray(np.kron(blocks, np.ones((40, 40, 1), np.uint8))[:height, :width])
 
 
-STATISTICS = ("mean_max_probability", "low_share", "contrast", "noise", "sky_above_road", "upright_margin")
+STATISTICS = ("mean_max_probability", "low_share", "contrast", "noise", "sky_above_road", "upright_margin",
+              "brighter_above")  # in ConfidenceSummary's order
 
 
 def calibrate(data: Path, segmenter, splits="val", sequences=None,
@@ -284,9 +310,11 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
 
     def measure(rgb):  # as the node measures a frame, with the upright check it runs once per period
         result = segmenter(rgb)
-        values = monitor.measure(result.scores, rgb, low_probability, result.scores_stride)
+        mean, low_share, contrast, noise, layout, brighter_above = monitor.measure(
+            result.scores, rgb, low_probability, result.scores_stride)
         turned = segmenter(turned_over(rgb))
-        return (*values, monitor.upright_margin(values[0], turned.scores, turned.scores_stride))
+        upright = monitor.upright_margin(mean, turned.scores, turned.scores_stride)
+        return mean, low_share, contrast, noise, layout, upright, brighter_above
 
     road = np.array([measure(read_rgb(image)) for image, _ in tqdm(pairs, desc="road frames", unit="frame")])
     others = {}
@@ -294,9 +322,11 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
         for name, rgb in unlike_training_frames(read_rgb(pairs[index][0]), seed=index):
             others.setdefault(name, []).append(measure(rgb))
     thresholds = Thresholds(low_probability=low_probability)
+    installation = thresholds._replace(min_upright_margin=DAYTIME_MIN_UPRIGHT_MARGIN,
+                                       min_brighter_above=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE)
 
-    def flagged(rows):
-        failed = [doubts(ConfidenceSummary(1, *row), thresholds) for row in rows]
+    def flagged(rows, checked=thresholds):
+        failed = [doubts(ConfidenceSummary(1, *row), checked) for row in rows]
         return {"frames": sum(bool(checks) for checks in failed),
                 "by_check": {check: sum(check in checks for checks in failed) for check in CHECKS}}
 
@@ -319,4 +349,10 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
                                 for name, values in others.items()},
             "thresholds": {f"confidence_{key}": value for key, value in thresholds._asdict().items()},
             "road_frames_flagged": flagged(road),
-            "not_road_scene_frames_flagged": {name: flagged(values)["frames"] for name, values in others.items()}}
+            "not_road_scene_frames_flagged": {name: flagged(values)["frames"] for name, values in others.items()},
+            # the two checks that are off by default, at their installation settings
+            "installation_thresholds": {"confidence_min_upright_margin": DAYTIME_MIN_UPRIGHT_MARGIN,
+                                        "confidence_min_brighter_above": DAY_AND_DUSK_MIN_BRIGHTER_ABOVE},
+            "road_frames_flagged_with_installation_checks": flagged(road, installation),
+            "not_road_scene_frames_flagged_with_installation_checks": {
+                name: flagged(values, installation)["frames"] for name, values in others.items()}}

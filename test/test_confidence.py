@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fcn_segmentation.confidence import (CAMVID_LAYOUT, DAYTIME_MIN_UPRIGHT_MARGIN, ConfidenceMonitor,
+from fcn_segmentation.confidence import (CAMVID_LAYOUT, DAY_AND_DUSK_MIN_BRIGHTER_ABOVE, DAYTIME_MIN_UPRIGHT_MARGIN,
+                                         ConfidenceMonitor,
                                          ConfidenceSummary, Thresholds, doubts,
                                          frame_confidence, layout_classes, picture_statistics, sky_above_road,
                                          turned_over, unlike_training_frames, unsure)
@@ -79,6 +80,30 @@ def test_upside_down_daytime_frames_are_flagged_by_the_upright_check_when_it_is_
         assert _period(segmenter, [upright]).upright_margin > 0.05, image.name
 
 
+def test_upside_down_frames_by_day_and_at_dusk_are_flagged_by_the_picture_when_that_check_is_on(sample_dir):
+    """The network-based checks do not see an upside-down camera at dusk (README, confidence monitor);
+    the picture does: its sky is the brightest thing in it. Daylight: the sample's val frames; dusk:
+    the bundled calibration frames of drive 0001TP. A camera turned by 90 degrees is not told apart."""
+    from pathlib import Path
+
+    dusk = sorted((Path(__file__).resolve().parents[1] / "models" / "calibration").glob("0001TP_*.jpg"))
+    day = [image for image, _ in split_pairs(sample_dir, "val")]
+    assert len(dusk) == 6 and len(day) == 6
+    checks = Thresholds(min_brighter_above=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE)
+    for image in day + dusk:
+        upright = read_rgb(image)
+        monitor = ConfidenceMonitor(stride=1)
+        scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
+        monitor.add(scores, upright)
+        summary = monitor.take()
+        assert summary.brighter_above > 0.5 and "dark_above" not in doubts(summary, checks), image.name
+        monitor.add(scores, turned_over(upright))
+        summary = monitor.take()
+        assert summary.brighter_above < -0.5, image.name
+        assert "dark_above" in doubts(summary, checks) and "darker above than below" in unsure(summary, checks)
+        assert "dark_above" not in doubts(summary), "off by default"
+
+
 def test_one_upright_check_per_period_and_its_mean():
     rng = np.random.default_rng(2)
     scores = rng.standard_normal((1, 11, 16, 16)).astype(np.float32)
@@ -131,11 +156,16 @@ def test_a_period_without_frames_says_nothing_and_take_resets():
 
 
 def test_picture_statistics():
-    assert picture_statistics(np.full((64, 64, 3), 7, np.uint8)) == (0.0, 0.0)
+    assert picture_statistics(np.full((64, 64, 3), 7, np.uint8)) == (0.0, 0.0, 0.0)
     stripes = np.zeros((64, 64, 3), np.uint8)
     stripes[:, 1::2] = 200
-    contrast, noise = picture_statistics(stripes, stride=1)
-    assert contrast == pytest.approx(100.0) and noise == pytest.approx(200.0)
+    contrast, noise, brighter_above = picture_statistics(stripes, stride=1)
+    assert contrast == pytest.approx(100.0) and noise == pytest.approx(200.0) and brighter_above == 0.0
+    bright_top = np.full((60, 8, 3), 50, np.uint8)
+    bright_top[:20] = 200  # mean 100: (200 - 50) / 100
+    assert picture_statistics(bright_top, stride=1)[2] == pytest.approx(1.5)
+    assert picture_statistics(turned_over(bright_top), stride=1)[2] == pytest.approx(-1.5)
+    assert picture_statistics(np.zeros((2, 8, 3), np.uint8), stride=1)[2] == 0.0, "too short for thirds"
     assert unsure(ConfidenceSummary(3, 0.95, 0.01, 60.0, 9.0, 0.6)) is None
 
 

@@ -16,8 +16,8 @@ import os
 from typing import Optional, Tuple
 
 from ..backends.selection import BACKEND_NAMES, PRECISIONS
-from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, DEFAULT_MIN_CONTRAST, \
-    DEFAULT_MIN_MEAN, DEFAULT_MIN_SKY_ABOVE_ROAD, DEFAULT_MIN_UPRIGHT_MARGIN
+from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, DEFAULT_MIN_BRIGHTER_ABOVE, \
+    DEFAULT_MIN_CONTRAST, DEFAULT_MIN_MEAN, DEFAULT_MIN_SKY_ABOVE_ROAD, DEFAULT_MIN_UPRIGHT_MARGIN
 from ..frames import DEFAULT_MAX_PIXELS
 from ..model.fcn import INPUT_MULTIPLE
 
@@ -217,6 +217,12 @@ PARAMETERS = {
                                       "installation check in daylight: -0.05 (upright streets 0.005 or more, upside "
                                       "down -0.13 or less); at dusk upright frames reach -0.09. -1 (default): off",
                                       True, _between(-1.0, 1.0)),
+    "confidence_min_brighter_above": (DEFAULT_MIN_BRIGHTER_ABOVE, "diagnostics WARN when the top third of the "
+                                      "picture is not brighter than its bottom third by this share of its mean grey "
+                                      "level (a camera mounted upside down, by day and at dusk). An installation "
+                                      "check: 0 (upright CamVid frames 0.18 or more, upside down -0.18 or less, day "
+                                      "and dusk); at night a road lit by headlights is brighter than the sky. -3 "
+                                      "(default): off", True, _between(-3.0, 3.0)),
 }
 
 
