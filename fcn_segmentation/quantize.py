@@ -64,8 +64,8 @@ def float_convolutions(model) -> List[str]:
     stem's full-resolution features channel by channel. Quantized, that one cost 2.0-2.6 points of
     mIoU on the dusk drive 0001TP (0.1 on daylight drives; likely, not measured: dark frames use
     few of the levels a mostly daylight calibration spreads its inputs over). Kept FP32, it costs no
-    measurable speed (model card, INT8 at dusk). First in the graph's (topological) order: on the image, or on the image and
-    its mirror image."""
+    measurable speed (model card, INT8 at dusk). First in the graph's (topological) order: on the
+    image, or on the image and its mirror image."""
     convolutions = [node for node in model.graph.node if node.op_type == "Conv"]
     kept = [convolutions[0].name] if convolutions else []
     for node in convolutions[1:]:
