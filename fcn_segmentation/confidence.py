@@ -351,8 +351,8 @@ def calibrate(data: Path, segmenter, splits="val", sequences=None,
             "road_frames_flagged": flagged(road),
             "not_road_scene_frames_flagged": {name: flagged(values)["frames"] for name, values in others.items()},
             # the two checks that are off by default, at their installation settings
-            "installation_thresholds": {"confidence_min_upright_margin": DAYTIME_MIN_UPRIGHT_MARGIN,
-                                        "confidence_min_brighter_above": DAY_AND_DUSK_MIN_BRIGHTER_ABOVE},
+            "installation_thresholds": {f"confidence_{key}": getattr(installation, key)
+                                        for key in ("min_upright_margin", "min_brighter_above")},
             "road_frames_flagged_with_installation_checks": flagged(road, installation),
             "not_road_scene_frames_flagged_with_installation_checks": {
                 name: flagged(values, installation)["frames"] for name, values in others.items()}}

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from fcn_segmentation.confidence import (CAMVID_LAYOUT, DAY_AND_DUSK_MIN_BRIGHTER_ABOVE, DAYTIME_MIN_UPRIGHT_MARGIN,
-                                         ConfidenceMonitor,
-                                         ConfidenceSummary, Thresholds, doubts,
+                                         ConfidenceMonitor, ConfidenceSummary, Thresholds, doubts,
                                          frame_confidence, layout_classes, picture_statistics, sky_above_road,
                                          turned_over, unlike_training_frames, unsure)
 from fcn_segmentation.data import read_rgb, split_pairs
