@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fcn_segmentation.confidence import (CAMVID_LAYOUT, DAY_AND_DUSK_MIN_BRIGHTER_ABOVE, DAYTIME_MIN_UPRIGHT_MARGIN,
+from fcn_segmentation.confidence import (CAMVID_LAYOUT, DAY_AND_DUSK_MIN_BRIGHTER_ABOVE,
+                                         DAY_AND_DUSK_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS, DAYTIME_MIN_UPRIGHT_MARGIN,
                                          ConfidenceMonitor, ConfidenceSummary, Thresholds, doubts,
                                          frame_confidence, layout_classes, picture_statistics, sky_above_road,
                                          turned_over, unlike_training_frames, unsure)
@@ -103,6 +104,32 @@ def test_upside_down_frames_by_day_and_at_dusk_are_flagged_by_the_picture_when_t
         assert "dark_above" not in doubts(summary), "off by default"
 
 
+def test_frames_turned_by_90_degrees_at_dusk_are_flagged_by_the_picture_when_that_check_is_on(sample_dir):
+    """The sky at one side: flagged at dusk (the bundled calibration frames of drive 0001TP) in both
+    directions, and in daylight (the sample's val frames, where every frame tells it); upright frames
+    of both are not."""
+    from pathlib import Path
+
+    dusk = sorted((Path(__file__).resolve().parents[1] / "models" / "calibration").glob("0001TP_*.jpg"))
+    day = [image for image, _ in split_pairs(sample_dir, "val")]
+    assert len(dusk) == 6 and len(day) == 6
+    checks = Thresholds(min_brighter_above_less_sideways=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS)
+    scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
+    for image in day + dusk:
+        upright = read_rgb(image)
+        monitor = ConfidenceMonitor(stride=1)
+        monitor.add(scores, upright)
+        summary = monitor.take()
+        assert summary.brighter_above_less_sideways > 0.3 and "bright_sideways" not in doubts(summary, checks)
+        for quarter_turns in (1, -1):
+            monitor.add(scores, np.ascontiguousarray(np.rot90(upright, quarter_turns)))
+            summary = monitor.take()
+            assert summary.brighter_above_less_sideways < -0.5, (image.name, quarter_turns)
+            assert "bright_sideways" in doubts(summary, checks)
+            assert "brighter at one side than above" in unsure(summary, checks)
+            assert "bright_sideways" not in doubts(summary), "off by default"
+
+
 def test_one_upright_check_per_period_and_its_mean():
     rng = np.random.default_rng(2)
     scores = rng.standard_normal((1, 11, 16, 16)).astype(np.float32)
@@ -155,16 +182,21 @@ def test_a_period_without_frames_says_nothing_and_take_resets():
 
 
 def test_picture_statistics():
-    assert picture_statistics(np.full((64, 64, 3), 7, np.uint8)) == (0.0, 0.0, 0.0)
+    assert picture_statistics(np.full((64, 64, 3), 7, np.uint8)) == (0.0, 0.0, 0.0, 0.0)
     stripes = np.zeros((64, 64, 3), np.uint8)
     stripes[:, 1::2] = 200
-    contrast, noise, brighter_above = picture_statistics(stripes, stride=1)
+    contrast, noise, brighter_above, less_sideways = picture_statistics(stripes, stride=1)
     assert contrast == pytest.approx(100.0) and noise == pytest.approx(200.0) and brighter_above == 0.0
-    bright_top = np.full((60, 8, 3), 50, np.uint8)
+    assert less_sideways == pytest.approx(-(200 / 21) / 100), "right third: 11 bright columns of 21, left: 10"
+    bright_top = np.full((60, 9, 3), 50, np.uint8)
     bright_top[:20] = 200  # mean 100: (200 - 50) / 100
-    assert picture_statistics(bright_top, stride=1)[2] == pytest.approx(1.5)
-    assert picture_statistics(turned_over(bright_top), stride=1)[2] == pytest.approx(-1.5)
-    assert picture_statistics(np.zeros((2, 8, 3), np.uint8), stride=1)[2] == 0.0, "too short for thirds"
+    assert picture_statistics(bright_top, stride=1)[2:] == pytest.approx((1.5, 1.5)), "no side brighter"
+    assert picture_statistics(turned_over(bright_top), stride=1)[2:] == pytest.approx((-1.5, -1.5))
+    bright_left = np.ascontiguousarray(np.rot90(np.full((63, 60, 3), 50, np.uint8)))
+    bright_left[:, :21] = 200  # mean 100: left minus right (200 - 50) / 100, nothing brighter above
+    assert picture_statistics(bright_left, stride=1)[2:] == pytest.approx((0.0, -1.5))
+    assert picture_statistics(bright_left[:, ::-1], stride=1)[2:] == pytest.approx((0.0, -1.5)), "either side"
+    assert picture_statistics(np.zeros((2, 2, 3), np.uint8), stride=1)[2:] == (0.0, 0.0), "too small for thirds"
     assert unsure(ConfidenceSummary(3, 0.95, 0.01, 60.0, 9.0, 0.6)) is None
 
 

@@ -17,8 +17,8 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 
-from fcn_segmentation.confidence import DAY_AND_DUSK_MIN_BRIGHTER_ABOVE, DAYTIME_MIN_UPRIGHT_MARGIN, \
-    unlike_training_frames  # noqa: E402
+from fcn_segmentation.confidence import DAY_AND_DUSK_MIN_BRIGHTER_ABOVE, \
+    DAY_AND_DUSK_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS, DAYTIME_MIN_UPRIGHT_MARGIN, unlike_training_frames  # noqa: E402
 from fcn_segmentation.data import read_rgb, split_pairs  # noqa: E402
 from node_support import node_running  # noqa: E402
 from fcn_segmentation.ros.client import (  # noqa: E402
@@ -55,9 +55,10 @@ def _exif_orientation(jpeg, orientation):
 def compressed_node(dds_env, bundled_model, tmp_path_factory):
     with node_running({"model_path": str(bundled_model), "input_transport": "compressed",
                        "diagnostics_period": 0.5, "log_throttle_period": 0.1,
-                       # both off by default: installation checks
+                       # off by default: installation checks
                        "confidence_min_upright_margin": DAYTIME_MIN_UPRIGHT_MARGIN,
-                       "confidence_min_brighter_above": DAY_AND_DUSK_MIN_BRIGHTER_ABOVE},
+                       "confidence_min_brighter_above": DAY_AND_DUSK_MIN_BRIGHTER_ABOVE,
+                       "confidence_min_brighter_above_less_sideways": DAY_AND_DUSK_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS},
                       {"image/compressed": TOPIC, "__ns": "/squeezed"}, tmp_path_factory.mktemp("node")) as running:
         yield running
 
@@ -204,9 +205,10 @@ def test_the_node_says_when_it_is_unsure(client, frames):
     assert all(float(values["confidence_mean"]) > 0.85 for _, _, values in real), real
     assert all(float(values["low_confidence_share"]) < 0.08 for _, _, values in real), real
     assert all(float(values["picture_brighter_above"]) > 0.5 for _, _, values in real), real
+    assert all(float(values["picture_brighter_above_less_sideways"]) > 0.3 for _, _, values in real), real
     others = dict(unlike_training_frames(frames[0]))
     for name, reasons in (("uniform_noise", ["the picture is mostly noise"]), ("grey", ["almost uniform"]),
-                          ("rotated_90", ["the sky is not above the road"]),
+                          ("rotated_90", ["the sky is not above the road", "brighter at one side than above"]),
                           ("rotated_180", ["surer of the picture turned upside down",
                                            "the picture is darker above than below"])):
         statuses = _levels_while_sending(node, executor, [others[name]], 3.0)

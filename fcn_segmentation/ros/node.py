@@ -472,7 +472,9 @@ class SegmentationNode(Node):
                   "picture_noise": confidence.noise if confidence else float("nan"),
                   "sky_above_road": confidence.sky_above_road if confidence else float("nan"),
                   "upright_margin": confidence.upright_margin if confidence else float("nan"),
-                  "picture_brighter_above": confidence.brighter_above if confidence else float("nan")}
+                  "picture_brighter_above": confidence.brighter_above if confidence else float("nan"),
+                  "picture_brighter_above_less_sideways":
+                      confidence.brighter_above_less_sideways if confidence else float("nan")}
         status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         array_msg = DiagnosticArray()

@@ -17,8 +17,8 @@ from typing import Optional, Tuple
 
 from ..backends.selection import BACKEND_NAMES, PRECISIONS
 from ..confidence import DEFAULT_LOW_PROBABILITY, DEFAULT_MAX_LOW_SHARE, DEFAULT_MAX_NOISE, \
-    DEFAULT_MIN_BRIGHTER_ABOVE, DEFAULT_MIN_CONTRAST, DEFAULT_MIN_MEAN, DEFAULT_MIN_SKY_ABOVE_ROAD, \
-    DEFAULT_MIN_UPRIGHT_MARGIN
+    DEFAULT_MIN_BRIGHTER_ABOVE, DEFAULT_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS, DEFAULT_MIN_CONTRAST, DEFAULT_MIN_MEAN, \
+    DEFAULT_MIN_SKY_ABOVE_ROAD, DEFAULT_MIN_UPRIGHT_MARGIN
 from ..frames import DEFAULT_MAX_PIXELS
 from ..model.fcn import INPUT_MULTIPLE
 
@@ -224,6 +224,13 @@ PARAMETERS = {
                                       "check: 0 (upright CamVid frames 0.18 or more, upside down -0.18 or less, day "
                                       "and dusk); at night a road lit by headlights is brighter than the sky. -3 "
                                       "(default): off", True, _between(-3.0, 3.0)),
+    "confidence_min_brighter_above_less_sideways": (
+        DEFAULT_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS, "diagnostics WARN when the top third minus the bottom third of "
+        "the picture, less the absolute difference of its left and right thirds (mean grey levels, over the "
+        "picture's mean), is below this (a camera turned by 90 degrees: the sky at one side). An installation "
+        "check: -0.5 (upright CamVid frames -0.40 or more; turned by 90 degrees below -0.5 at dusk always, by day "
+        "72-96% of frames); at night a road lit by headlights is brighter than the sky. -3 (default): off", True,
+        _between(-3.0, 3.0)),
 }
 
 
