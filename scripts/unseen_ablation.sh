@@ -48,6 +48,8 @@ options() {
     bf16_lite2_fcn4s_ohem_unweighted_lighting) echo "--bf16 on --backbone lite2 --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2" ;;
     # the default's recipe with another seed: how far one seed's figures move
     bf16_fcn4s_ohem_unweighted_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --seed 1" ;;
+    # the default's recipe with a quarter of the crops centred on a rare-class pixel (thin and small classes)
+    bf16_fcn4s_ohem_unweighted_lighting_rare25) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --rare-crop-prob 0.25" ;;
     bf16_fcn4s_ohem_unweighted_lighting_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --seed 1" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
