@@ -80,20 +80,25 @@ def test_upside_down_daytime_frames_are_flagged_by_the_upright_check_when_it_is_
         assert _period(segmenter, [upright]).upright_margin > 0.05, image.name
 
 
-def test_upside_down_frames_by_day_and_at_dusk_are_flagged_by_the_picture_when_that_check_is_on(sample_dir):
-    """The network-based checks do not see an upside-down camera at dusk (README, confidence monitor);
-    the picture does: its sky is the brightest thing in it. Daylight: the sample's val frames; dusk:
-    the bundled calibration frames of drive 0001TP. A camera turned by 90 degrees is not told apart."""
+def _day_and_dusk_frames(sample_dir):
+    """The sample's six val frames (daylight) and the six bundled calibration frames of drive 0001TP (dusk)."""
     from pathlib import Path
 
     dusk = sorted((Path(__file__).resolve().parents[1] / "models" / "calibration").glob("0001TP_*.jpg"))
     day = [image for image, _ in split_pairs(sample_dir, "val")]
     assert len(dusk) == 6 and len(day) == 6
+    return day + dusk
+
+
+def test_upside_down_frames_by_day_and_at_dusk_are_flagged_by_the_picture_when_that_check_is_on(sample_dir):
+    """The network-based checks do not see an upside-down camera at dusk (README, confidence monitor);
+    the picture does: its sky is the brightest thing in it. A camera turned by 90 degrees is not told
+    apart by this check."""
     checks = Thresholds(min_brighter_above=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE)
-    for image in day + dusk:
+    scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
+    for image in _day_and_dusk_frames(sample_dir):
         upright = read_rgb(image)
         monitor = ConfidenceMonitor(stride=1)
-        scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
         monitor.add(scores, upright)
         summary = monitor.take()
         assert summary.brighter_above > 0.5 and "dark_above" not in doubts(summary, checks), image.name
@@ -105,17 +110,11 @@ def test_upside_down_frames_by_day_and_at_dusk_are_flagged_by_the_picture_when_t
 
 
 def test_frames_turned_by_90_degrees_at_dusk_are_flagged_by_the_picture_when_that_check_is_on(sample_dir):
-    """The sky at one side: flagged at dusk (the bundled calibration frames of drive 0001TP) in both
-    directions, and in daylight (the sample's val frames, where every frame tells it); upright frames
-    of both are not."""
-    from pathlib import Path
-
-    dusk = sorted((Path(__file__).resolve().parents[1] / "models" / "calibration").glob("0001TP_*.jpg"))
-    day = [image for image, _ in split_pairs(sample_dir, "val")]
-    assert len(dusk) == 6 and len(day) == 6
+    """The sky at one side: flagged at dusk in both directions, and in daylight (the sample's frames,
+    where every frame tells it); upright frames of both are not."""
     checks = Thresholds(min_brighter_above_less_sideways=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS)
     scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
-    for image in day + dusk:
+    for image in _day_and_dusk_frames(sample_dir):
         upright = read_rgb(image)
         monitor = ConfidenceMonitor(stride=1)
         monitor.add(scores, upright)
