@@ -1,5 +1,6 @@
-"""Training: pretrained backbone, median-frequency-weighted cross entropy (void ignored),
-scale/crop/flip/photometric augmentation, AdamW with a poly schedule, checkpoints and resume."""
+"""Training: pretrained backbone, cross entropy (void ignored; median-frequency class weights or
+none; hard-pixel mining; optionally plus Lovász-softmax), scale/crop/flip/photometric augmentation,
+AdamW with a poly schedule, checkpoints and resume."""
 
 import argparse
 import json
@@ -17,6 +18,7 @@ from .classes import CAMVID_CLASSES, CAMVID_PALETTE
 from .cpu_info import describe_cpu
 from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights
 from .files import private_temp_path
+from .losses import HardPixelLoss, LovaszSoftmaxLoss, WeightedLossSum
 from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
 from .splits import count_by_sequence, frames, holdout_frames, holdout_validation_splits, parse_names
 
@@ -85,25 +87,18 @@ def use_bf16(mode: str, device: torch.device, cpuinfo: str = "/proc/cpuinfo") ->
     return native
 
 
-class HardPixelLoss(torch.nn.Module):
-    """Cross entropy averaged over only the hardest ``fraction`` of the batch's labelled pixels
-    (online hard example mining, per pixel); the class weights still scale each pixel's loss."""
-
-    def __init__(self, fraction: float, weight=None, ignore_index: int = IGNORE_INDEX, min_kept: int = 1024):
-        super().__init__()
-        if not 0.0 < fraction <= 1.0:
-            raise TrainingError(f"--hard-pixel-fraction must be in (0, 1], got {fraction}")
-        self.fraction, self.ignore_index, self.min_kept = fraction, ignore_index, min_kept
-        self.register_buffer("weight", weight)
-
-    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        losses = torch.nn.functional.cross_entropy(scores, labels, weight=self.weight,
-                                                   ignore_index=self.ignore_index, reduction="none")
-        losses = losses[labels != self.ignore_index]
-        if losses.numel() == 0:
-            return scores.sum() * 0.0
-        kept = min(losses.numel(), max(self.min_kept, int(round(self.fraction * losses.numel()))))
-        return losses.topk(kept, sorted=False).values.mean()
+def build_criterion(args, class_weights: torch.Tensor) -> torch.nn.Module:
+    """Cross entropy (class-weighted; on the hardest pixels only with --hard-pixel-fraction < 1), plus
+    --lovasz-weight times the Lovász-softmax loss when that is above 0."""
+    if not 0.0 < args.hard_pixel_fraction <= 1.0:
+        raise TrainingError(f"--hard-pixel-fraction must be in (0, 1], got {args.hard_pixel_fraction}")
+    if not args.lovasz_weight >= 0.0:
+        raise TrainingError(f"--lovasz-weight must be 0 or more, got {args.lovasz_weight}")
+    cross_entropy = HardPixelLoss(args.hard_pixel_fraction, class_weights) if args.hard_pixel_fraction < 1.0 \
+        else torch.nn.CrossEntropyLoss(weight=class_weights, ignore_index=IGNORE_INDEX)
+    if not args.lovasz_weight:
+        return cross_entropy
+    return WeightedLossSum([(1.0, cross_entropy), (args.lovasz_weight, LovaszSoftmaxLoss())])
 
 
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
@@ -156,8 +151,7 @@ def train(args) -> Path:
     ], weight_decay=args.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     weight = torch.from_numpy(class_weights).to(device)
-    criterion = HardPixelLoss(args.hard_pixel_fraction, weight) if args.hard_pixel_fraction < 1.0 \
-        else torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
+    criterion = build_criterion(args, weight)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
     start_epoch, history, best = 0, [], {"miou": -1.0}
@@ -313,6 +307,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hard-pixel-fraction", type=float, default=1.0, metavar="F",
                         help="hard-pixel mining: average the loss over only the hardest F of the labelled pixels "
                              "of each batch (e.g. 0.25; 1 = all pixels, plain cross entropy)")
+    parser.add_argument("--lovasz-weight", type=float, default=0.0, metavar="W",
+                        help="add W x the Lovász-softmax loss (a surrogate of 1 - IoU per class, for thin and "
+                             "small classes) to the cross entropy; 0 = cross entropy only")
     parser.add_argument("--rare-crop-prob", type=float, default=0.0, metavar="P",
                         help="centre this share of crops on a pixel of a --rare-classes class present in the image")
     parser.add_argument("--rare-classes", default="Pole,SignSymbol,Pedestrian,Bicyclist",

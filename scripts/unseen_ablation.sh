@@ -51,6 +51,10 @@ options() {
     # the default's recipe with a quarter of the crops centred on a rare-class pixel (thin and small classes)
     bf16_fcn4s_ohem_unweighted_lighting_rare25) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --rare-crop-prob 0.25" ;;
     bf16_fcn4s_ohem_unweighted_lighting_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --seed 1" ;;
+    # the default's recipe with wider scale augmentation (0.5-2x the 480x352 training scale instead of 0.75-1.5x)
+    bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --min-scale 0.5 --max-scale 2.0" ;;
+    # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
+    bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --lovasz-weight 1" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

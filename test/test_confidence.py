@@ -90,20 +90,22 @@ def _day_and_dusk_frames(sample_dir):
     return day + dusk
 
 
+def _picture_summary(rgb):
+    monitor = ConfidenceMonitor(stride=1)
+    monitor.add(np.zeros((1, 11, 4, 4), np.float32), rgb)  # the picture checks need no network
+    return monitor.take()
+
+
 def test_upside_down_frames_by_day_and_at_dusk_are_flagged_by_the_picture_when_that_check_is_on(sample_dir):
     """The network-based checks do not see an upside-down camera at dusk (README, confidence monitor);
     the picture does: its sky is the brightest thing in it. A camera turned by 90 degrees is not told
     apart by this check."""
     checks = Thresholds(min_brighter_above=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE)
-    scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
     for image in _day_and_dusk_frames(sample_dir):
         upright = read_rgb(image)
-        monitor = ConfidenceMonitor(stride=1)
-        monitor.add(scores, upright)
-        summary = monitor.take()
+        summary = _picture_summary(upright)
         assert summary.brighter_above > 0.5 and "dark_above" not in doubts(summary, checks), image.name
-        monitor.add(scores, turned_over(upright))
-        summary = monitor.take()
+        summary = _picture_summary(turned_over(upright))
         assert summary.brighter_above < -0.5, image.name
         assert "dark_above" in doubts(summary, checks) and "darker above than below" in unsure(summary, checks)
         assert "dark_above" not in doubts(summary), "off by default"
@@ -113,16 +115,12 @@ def test_frames_turned_by_90_degrees_at_dusk_are_flagged_by_the_picture_when_tha
     """The sky at one side: flagged at dusk in both directions, and in daylight (the sample's frames,
     where every frame tells it); upright frames of both are not."""
     checks = Thresholds(min_brighter_above_less_sideways=DAY_AND_DUSK_MIN_BRIGHTER_ABOVE_LESS_SIDEWAYS)
-    scores = np.zeros((1, 11, 4, 4), np.float32)  # the picture check needs no network
     for image in _day_and_dusk_frames(sample_dir):
         upright = read_rgb(image)
-        monitor = ConfidenceMonitor(stride=1)
-        monitor.add(scores, upright)
-        summary = monitor.take()
+        summary = _picture_summary(upright)
         assert summary.brighter_above_less_sideways > 0.3 and "bright_sideways" not in doubts(summary, checks)
         for quarter_turns in (1, -1):
-            monitor.add(scores, np.ascontiguousarray(np.rot90(upright, quarter_turns)))
-            summary = monitor.take()
+            summary = _picture_summary(np.ascontiguousarray(np.rot90(upright, quarter_turns)))
             assert summary.brighter_above_less_sideways < -0.5, (image.name, quarter_turns)
             assert "bright_sideways" in doubts(summary, checks)
             assert "brighter at one side than above" in unsure(summary, checks)

@@ -132,7 +132,7 @@ def test_bf16_on_without_cpu_support_stops_train_with_the_reason(sample_dir, tmp
 
 def test_hard_pixel_loss_averages_the_hardest_share_of_labelled_pixels():
     from fcn_segmentation.data import IGNORE_INDEX
-    from fcn_segmentation.train import HardPixelLoss
+    from fcn_segmentation.losses import HardPixelLoss
 
     torch.manual_seed(0)
     scores = torch.randn(2, 4, 8, 8)
@@ -149,6 +149,94 @@ def test_hard_pixel_loss_averages_the_hardest_share_of_labelled_pixels():
     torch.testing.assert_close(HardPixelLoss(0.01, weight, min_kept=50)(scores, labels),
                                per_pixel.sort(descending=True).values[:50].mean())
     assert HardPixelLoss(0.5)(scores, torch.full_like(labels, IGNORE_INDEX)) == 0
+
+
+def test_lovasz_softmax_equals_one_minus_iou_on_confident_predictions_and_ignores_void():
+    from fcn_segmentation.data import IGNORE_INDEX
+    from fcn_segmentation.losses import LovaszSoftmaxLoss
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 4, (2, 8, 8))
+    labels[0, 0] = 2
+    predicted = labels.clone()
+    predicted[:, :3] = torch.randint(0, 5, (2, 3, 8))  # class 4 is predicted but never labelled
+    scores = torch.nn.functional.one_hot(predicted, 5).permute(0, 3, 1, 2).float() * 100.0
+    one_minus_iou = [1.0 - ((predicted == c) & (labels == c)).sum() / ((predicted == c) | (labels == c)).sum()
+                     for c in labels.unique()]
+    loss = LovaszSoftmaxLoss()(scores, labels)
+    torch.testing.assert_close(loss, torch.stack(one_minus_iou).mean())
+    assert 0.1 < loss < 1.0
+
+    # void pixels count neither way, whatever is predicted there
+    voided = labels.clone()
+    voided[:, :3] = IGNORE_INDEX
+    torch.testing.assert_close(LovaszSoftmaxLoss()(scores, voided), torch.tensor(0.0), atol=1e-6, rtol=0)
+    assert LovaszSoftmaxLoss()(scores, torch.full_like(labels, IGNORE_INDEX)) == 0
+
+
+def test_lovasz_softmax_leaves_out_only_the_smallest_errors():
+    from fcn_segmentation.losses import LovaszSoftmaxLoss
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (2, 16, 16))
+    # confident and mostly right, as a trained network: most errors are tiny
+    logits = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float() * 8.0 + torch.randn(2, 3, 16, 16) * 3
+    exact_scores, fast_scores = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    exact = LovaszSoftmaxLoss(min_error=0.0)(exact_scores, labels)
+    fast = LovaszSoftmaxLoss(min_error=1e-3)(fast_scores, labels)
+    exact.backward()
+    fast.backward()
+    assert 0 <= exact - fast <= 1e-3 and exact - fast > 0
+    assert exact_scores.grad.abs().max() > 100 * (exact_scores.grad - fast_scores.grad).abs().max()
+
+
+def test_lovasz_softmax_gradient_lowers_the_loss_of_a_thin_class():
+    from fcn_segmentation.losses import LovaszSoftmaxLoss
+
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[0, :, 7] = 1  # a one-pixel-wide pole
+    scores = torch.zeros(1, 2, 16, 16, requires_grad=True)
+    loss = LovaszSoftmaxLoss()(scores, labels)
+    loss.backward()
+    # the pole's pixels are pushed towards the pole, the others away from it
+    assert (scores.grad[0, 1, :, 7] < 0).all() and (scores.grad[0, 1, :, :7] >= 0).all()
+    with torch.no_grad():
+        stepped = scores - 10.0 * scores.grad
+    assert LovaszSoftmaxLoss()(stepped, labels) < loss
+
+
+def test_train_adds_the_lovasz_loss_when_asked_and_refuses_a_negative_weight(sample_dir, tmp_path, capsys):
+    from fcn_segmentation.losses import HardPixelLoss, LovaszSoftmaxLoss, WeightedLossSum
+    from fcn_segmentation.train import TrainingError, build_criterion
+
+    class Args:
+        hard_pixel_fraction, lovasz_weight = 0.25, 0.5
+
+    criterion = build_criterion(Args, torch.ones(3))
+    assert isinstance(criterion, WeightedLossSum) and criterion.weights == [1.0, 0.5]
+    assert isinstance(criterion.losses[0], HardPixelLoss) and isinstance(criterion.losses[1], LovaszSoftmaxLoss)
+    scores, labels = torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 4, 4))
+    torch.testing.assert_close(criterion(scores, labels), criterion.losses[0](scores, labels)
+                               + 0.5 * LovaszSoftmaxLoss()(scores, labels))
+    Args.lovasz_weight = 0.0
+    assert isinstance(build_criterion(Args, torch.ones(3)), HardPixelLoss)
+    Args.lovasz_weight = -1.0
+    with pytest.raises(TrainingError, match="--lovasz-weight must be 0 or more"):
+        build_criterion(Args, torch.ones(3))
+    Args.lovasz_weight, Args.hard_pixel_fraction = 0.0, 0.0
+    with pytest.raises(TrainingError, match="--hard-pixel-fraction must be in"):
+        build_criterion(Args, torch.ones(3))
+
+    assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
+                 "--lovasz-weight", "-1", "--run-dir", str(tmp_path / "run"), "--input-height", "64",
+                 "--input-width", "96", "--crop-height", "64", "--crop-width", "96"]) == 2
+    assert "--lovasz-weight must be 0 or more" in capsys.readouterr().err
+    assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
+                 "--batch-size", "3", "--lovasz-weight", "1", "--hard-pixel-fraction", "0.25", "--run-dir",
+                 str(tmp_path / "run"), "--out", str(tmp_path / "model.pt"), "--input-height", "64",
+                 "--input-width", "96", "--crop-height", "64", "--crop-width", "96", "--threads", "2"]) == 0
+    _, info = load_model_file(tmp_path / "model.pt")
+    assert info.training["args"]["lovasz_weight"] == 1.0
 
 
 def _rare_dataset(sample_dir, prob, seed=0):
