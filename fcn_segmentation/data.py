@@ -110,14 +110,18 @@ class AugmentedSegmentationSet:
     With ``rare_crop_prob`` > 0, that share of crops is centred on a random pixel of one of
     ``rare_classes`` present in the image (chosen uniformly among those present), so thin and
     small classes are seen whole and more often; at 0 the random draws are the plain recipe's.
+    With ``rare_paste_prob`` > 0, that share of crops gets the ``rare_classes`` pixels of another
+    image's random crop pasted over it (image and label, same place): pedestrians and poles in front
+    of other streets, more often (at 0 again no random draw).
     ``photometric_strength`` and ``colour_cast``: see ``photometric_jitter``."""
 
     def __init__(self, pairs, num_classes: int, crop_hw: Tuple[int, int], base_hw: Tuple[int, int],
                  mean, std, scale_range=(0.75, 1.5), augment: bool = True, seed: int = 0,
                  rare_classes: Tuple[int, ...] = (), rare_crop_prob: float = 0.0,
-                 photometric_strength: float = 0.25, colour_cast: float = 0.0):
-        if not 0.0 <= rare_crop_prob <= 1.0:
-            raise DatasetError(f"rare crop probability must be in [0, 1], got {rare_crop_prob}")
+                 photometric_strength: float = 0.25, colour_cast: float = 0.0, rare_paste_prob: float = 0.0):
+        for name, value in (("rare crop probability", rare_crop_prob), ("rare paste probability", rare_paste_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise DatasetError(f"{name} must be in [0, 1], got {value}")
         for name, value in (("photometric strength", photometric_strength), ("colour cast", colour_cast)):
             if not 0.0 <= value < 1.0:
                 raise DatasetError(f"{name} must be in [0, 1), got {value}")
@@ -130,16 +134,19 @@ class AugmentedSegmentationSet:
         self.augment = augment
         self.rng = random.Random(seed)
         self.rare_crop_prob = rare_crop_prob if rare_classes else 0.0
+        self.rare_classes = tuple(rare_classes)
         self.rare_present = [[c for c in rare_classes if (label == c).any()] for label in self.labels] \
-            if self.rare_crop_prob else []
+            if self.rare_crop_prob or rare_paste_prob else []
+        self.rare_paste_prob = rare_paste_prob if rare_classes else 0.0
+        self.paste_donors = [i for i, present in enumerate(self.rare_present) if present]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def rare_crop_centre(self, index: int, label: np.ndarray):
+    def rare_crop_centre(self, index: int, label: np.ndarray, probability: float):
         """(row, col) of a random pixel of a rare class in ``label`` (the scaled label), drawn with
-        probability ``rare_crop_prob`` when the image has one; else None (and no random draw at 0)."""
-        if not self.rare_crop_prob or not self.rare_present[index] or self.rng.random() >= self.rare_crop_prob:
+        ``probability`` when the image has one; else None (and no random draw at 0)."""
+        if not probability or not self.rare_present[index] or self.rng.random() >= probability:
             return None
         pixels = np.flatnonzero(label == self.rng.choice(self.rare_present[index]))
         if not len(pixels):  # scaled down until it vanished
@@ -147,6 +154,25 @@ class AugmentedSegmentationSet:
         return divmod(int(pixels[self.rng.randrange(len(pixels))]), label.shape[1])
 
     def __getitem__(self, index: int):
+        image, label = self.scaled_crop(index)
+        if self.augment:
+            if self.rare_paste_prob and self.paste_donors and self.rng.random() < self.rare_paste_prob:
+                image, label = self.paste_rare_pixels(image, label)
+            image = photometric_jitter(image, self.rng, self.photometric_strength, self.colour_cast)
+        return normalize(np.ascontiguousarray(image), self.mean, self.std), np.ascontiguousarray(label)
+
+    def paste_rare_pixels(self, image: np.ndarray, label: np.ndarray):
+        """The rare-class pixels of a crop of another image that has some (centred on one of them),
+        pasted over this crop."""
+        donor_image, donor_label = self.scaled_crop(self.rng.choice(self.paste_donors), rare_centre_prob=1.0)
+        pasted = np.isin(donor_label, self.rare_classes)
+        image, label = image.copy(), label.copy()
+        image[pasted], label[pasted] = donor_image[pasted], donor_label[pasted]
+        return image, label
+
+    def scaled_crop(self, index: int, rare_centre_prob: Optional[float] = None):
+        """Image ``index`` scaled, cropped and flipped, as uint8 RGB and labels; the crop is centred on a
+        rare-class pixel with ``rare_centre_prob`` (default ``rare_crop_prob``)."""
         image, label = self.images[index], self.labels[index]
         rng = self.rng
         base_h, base_w = self.base_hw
@@ -159,7 +185,9 @@ class AugmentedSegmentationSet:
         if pad_h or pad_w:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(127, 127, 127))
             label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
-        centre = self.rare_crop_centre(index, label) if self.augment else None
+        if rare_centre_prob is None:
+            rare_centre_prob = self.rare_crop_prob
+        centre = self.rare_crop_centre(index, label, rare_centre_prob) if self.augment else None
         if centre is not None:  # the crop holding that pixel nearest its middle
             top = min(max(centre[0] - crop_h // 2, 0), image.shape[0] - crop_h)
             left = min(max(centre[1] - crop_w // 2, 0), image.shape[1] - crop_w)
@@ -168,11 +196,9 @@ class AugmentedSegmentationSet:
             left = rng.randint(0, image.shape[1] - crop_w) if self.augment else 0
         image = image[top:top + crop_h, left:left + crop_w]
         label = label[top:top + crop_h, left:left + crop_w]
-        if self.augment:
-            if rng.random() < 0.5:
-                image, label = image[:, ::-1], label[:, ::-1]
-            image = photometric_jitter(image, rng, self.photometric_strength, self.colour_cast)
-        return normalize(np.ascontiguousarray(image), self.mean, self.std), np.ascontiguousarray(label)
+        if self.augment and rng.random() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return image, label
 
 
 def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.25,

@@ -130,7 +130,7 @@ def train(args) -> Path:
         pairs, info.num_classes, crop_hw=(args.crop_height, args.crop_width),
         base_hw=(args.input_height, args.input_width), mean=info.image_mean, std=info.image_std,
         scale_range=(args.min_scale, args.max_scale), seed=args.seed,
-        rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob,
+        rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob, rare_paste_prob=args.rare_paste_prob,
         photometric_strength=args.photometric_strength, colour_cast=args.colour_cast)
     bf16 = use_bf16(args.bf16, device)
     logger.info("training in %s", "BF16 autocast (the CPU has native BF16)" if bf16 else "FP32")
@@ -312,6 +312,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "small classes) to the cross entropy; 0 = cross entropy only")
     parser.add_argument("--rare-crop-prob", type=float, default=0.0, metavar="P",
                         help="centre this share of crops on a pixel of a --rare-classes class present in the image")
+    parser.add_argument("--rare-paste-prob", type=float, default=0.0, metavar="P",
+                        help="paste the --rare-classes pixels of another image's crop over this share of the crops "
+                             "(image and labels, same place; e.g. 0.5; 0 = off)")
     parser.add_argument("--rare-classes", default="Pole,SignSymbol,Pedestrian,Bicyclist",
                         help="class names for --rare-crop-prob")
     parser.add_argument("--photometric-strength", type=float, default=0.25, metavar="S",

@@ -55,6 +55,8 @@ options() {
     bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --min-scale 0.5 --max-scale 2.0" ;;
     # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
     bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --lovasz-weight 1" ;;
+    # the default's recipe with half the crops getting another crop's Pole/SignSymbol/Pedestrian/Bicyclist pixels pasted in
+    bf16_fcn4s_ohem_unweighted_lighting_paste50) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --rare-paste-prob 0.5" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

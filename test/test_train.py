@@ -239,12 +239,12 @@ def test_train_adds_the_lovasz_loss_when_asked_and_refuses_a_negative_weight(sam
     assert info.training["args"]["lovasz_weight"] == 1.0
 
 
-def _rare_dataset(sample_dir, prob, seed=0):
+def _rare_dataset(sample_dir, prob, seed=0, **options):
     from fcn_segmentation.data import AugmentedSegmentationSet, split_pairs
 
     return AugmentedSegmentationSet(split_pairs(sample_dir, "val"), 11, crop_hw=(64, 64), base_hw=(352, 480),
                                     mean=(127,) * 3, std=(128,) * 3, seed=seed, rare_classes=(9, 10),
-                                    rare_crop_prob=prob)
+                                    rare_crop_prob=prob, **options)
 
 
 def test_rare_class_crops_hold_a_rare_pixel_and_are_off_by_default(sample_dir):
@@ -260,10 +260,26 @@ def test_rare_class_crops_hold_a_rare_pixel_and_are_off_by_default(sample_dir):
 
     plain = AugmentedSegmentationSet(split_pairs(sample_dir, "val"), 11, crop_hw=(64, 64), base_hw=(352, 480),
                                      mean=(127,) * 3, std=(128,) * 3, seed=0)
-    off = _rare_dataset(sample_dir, 0.0)
+    off = _rare_dataset(sample_dir, 0.0, rare_paste_prob=0.0)
     for i in range(len(plain)):
         a, b = plain[i], off[i]
         assert (a[1] == b[1]).all() and (a[0] == b[0]).all()
+
+
+def test_rare_class_pasting_adds_another_crops_rare_pixels_and_keeps_the_rest(sample_dir):
+    from fcn_segmentation.data import DatasetError
+
+    always = _rare_dataset(sample_dir, 0.0, rare_paste_prob=1.0)
+    assert always.paste_donors, "the sample has pedestrians or cyclists"
+    for i in range(len(always)):
+        plain = _rare_dataset(sample_dir, 0.0)  # the same seed: the same first crop of image i
+        _, pasted_labels = _rare_dataset(sample_dir, 0.0, rare_paste_prob=1.0)[i]
+        _, plain_labels = plain[i]
+        rare = np.isin(pasted_labels, (9, 10))
+        assert rare.sum() > np.isin(plain_labels, (9, 10)).sum(), "each crop gets a donor's rare pixels"
+        assert (pasted_labels[~rare] == plain_labels[~rare]).all(), "only rare-class pixels are pasted"
+    with pytest.raises(DatasetError, match="rare paste probability must be in"):
+        _rare_dataset(sample_dir, 0.0, rare_paste_prob=1.5)
 
 
 def test_train_with_rare_crops_and_hard_pixel_mining_records_them(sample_dir, tmp_path):
@@ -271,10 +287,12 @@ def test_train_with_rare_crops_and_hard_pixel_mining_records_them(sample_dir, tm
     assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
                  "--batch-size", "3", "--input-height", "64", "--input-width", "96", "--crop-height", "64",
                  "--crop-width", "96", "--rare-crop-prob", "0.5", "--hard-pixel-fraction", "0.25", "--bf16", "auto",
-                 "--run-dir", str(tmp_path / "run"), "--out", str(out), "--threads", "2"]) == 0
+                 "--rare-paste-prob", "0.5", "--run-dir", str(tmp_path / "run"), "--out", str(out),
+                 "--threads", "2"]) == 0
     _, info = load_model_file(out)
     recorded = info.training["args"]
     assert (recorded["rare_crop_prob"], recorded["hard_pixel_fraction"], recorded["bf16"]) == (0.5, 0.25, "auto")
+    assert recorded["rare_paste_prob"] == 0.5
     from fcn_segmentation.train import cpu_has_bf16
 
     assert info.training["bf16_autocast"] == cpu_has_bf16(), "what --bf16 auto chose on this CPU is recorded"
