@@ -534,8 +534,11 @@ def main(args=None) -> int:
         if node is not None:  # None: asked to stop while starting
             rclpy.spin(node)
     except StartupError as exc:
-        print(f"[{NODE_NAME}] startup error: {exc}", file=sys.stderr)
+        # The exit code first, then no more stop signals: a Ctrl-C while the error is reported
+        # (launch sends one as the process ends) turned it into a clean exit 0.
         code = 2
+        _ignore_stop_signals()
+        print(f"[{NODE_NAME}] startup error: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
