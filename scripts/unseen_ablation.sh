@@ -25,6 +25,8 @@ mkdir -p "$runs" "$evals"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # scored with the torch backend by default (same weights and pipeline as ONNX Runtime; under that
 # shared load it is the one whose threads sleep): BACKEND=onnxruntime for the README's engine
+# the default's recipe (mining, lighting augmentation), which the variants below add one lever to
+lighting_recipe="--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2"
 options() {
   case "$1" in
     baseline) ;;
@@ -43,20 +45,20 @@ options() {
     bf16_lite2_fcn4s_ohem_unweighted) echo "--bf16 on --backbone lite2 --variant fcn4s --class-weights none --hard-pixel-fraction 0.25" ;;
     bf16_fcn4s_unweighted) echo "--bf16 on --variant fcn4s --class-weights none" ;;
     # the default's recipe with stronger lighting augmentation (unseen light: the dusk drive 0001TP)
-    bf16_fcn4s_ohem_unweighted_lighting) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2" ;;
+    bf16_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe" ;;
     # the accurate model's recipe with the same lighting augmentation
     bf16_lite2_fcn4s_ohem_unweighted_lighting) echo "--bf16 on --backbone lite2 --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2" ;;
     # the default's recipe with another seed: how far one seed's figures move
     bf16_fcn4s_ohem_unweighted_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --seed 1" ;;
     # the default's recipe with a quarter of the crops centred on a rare-class pixel (thin and small classes)
-    bf16_fcn4s_ohem_unweighted_lighting_rare25) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --rare-crop-prob 0.25" ;;
-    bf16_fcn4s_ohem_unweighted_lighting_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --seed 1" ;;
+    bf16_fcn4s_ohem_unweighted_lighting_rare25) echo "$lighting_recipe --rare-crop-prob 0.25" ;;
+    bf16_fcn4s_ohem_unweighted_lighting_seed1) echo "$lighting_recipe --seed 1" ;;
     # the default's recipe with wider scale augmentation (0.5-2x the 480x352 training scale instead of 0.75-1.5x)
-    bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --min-scale 0.5 --max-scale 2.0" ;;
+    bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "$lighting_recipe --min-scale 0.5 --max-scale 2.0" ;;
     # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
-    bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --lovasz-weight 1" ;;
+    bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe --lovasz-weight 1" ;;
     # the default's recipe with half the crops getting another crop's Pole/SignSymbol/Pedestrian/Bicyclist pixels pasted in
-    bf16_fcn4s_ohem_unweighted_lighting_paste50) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2 --rare-paste-prob 0.5" ;;
+    bf16_fcn4s_ohem_unweighted_lighting_paste50) echo "$lighting_recipe --rare-paste-prob 0.5" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
