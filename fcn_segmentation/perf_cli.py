@@ -198,7 +198,8 @@ def add_perf_commands(sub) -> None:
 
     soak = sub.add_parser("soak", help="overload / long-run test of the node: drops, latency, memory")
     soak.add_argument("--model", type=model_argument, default=str(default_model_path()))
-    soak.add_argument("--backend", default="onnxruntime")
+    soak.add_argument("--backend", choices=BACKEND_NAMES, default="auto",
+                      help="the node's backend (default: auto, the node's own default)")
     soak.add_argument("--image")
     soak.add_argument("--rate", type=float, default=60.0, help="frames per second to publish")
     soak.add_argument("--frames", type=int, default=3600)

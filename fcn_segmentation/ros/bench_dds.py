@@ -136,7 +136,7 @@ def resident_mb(pid: int) -> float:
 
 
 @private_dds_domain()
-def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend: str = "onnxruntime",
+def soak_node(model_path, rgb: np.ndarray, rate_hz: float, frames: int, backend: str = "auto",
               log_path: str = None, timeout: float = 60.0, input_size: Optional[Tuple[int, int]] = None,
               busy_wait: bool = False):
     """Publish ``frames`` images at ``rate_hz`` without waiting for answers (an overload when the
