@@ -57,6 +57,10 @@ options() {
     bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "$lighting_recipe --min-scale 0.5 --max-scale 2.0" ;;
     # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
     bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe --lovasz-weight 1" ;;
+    # the default's recipe and the Lovász variant trained in FP32, for hosts without BF16 (AVX2-only
+    # CPUs refuse --bf16 on); the pair compares at one precision, and FP32 vs BF16 shows one run's spread
+    fp32_fcn4s_ohem_unweighted_lighting) echo "${lighting_recipe/--bf16 on/--bf16 off}" ;;
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz) echo "${lighting_recipe/--bf16 on/--bf16 off} --lovasz-weight 1" ;;
     # the default's recipe with half the crops getting another crop's Pole/SignSymbol/Pedestrian/Bicyclist pixels pasted in
     bf16_fcn4s_ohem_unweighted_lighting_paste50) echo "$lighting_recipe --rare-paste-prob 0.5" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
