@@ -27,6 +27,8 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # shared load it is the one whose threads sleep): BACKEND=onnxruntime for the README's engine
 # the default's recipe (mining, lighting augmentation), which the variants below add one lever to
 lighting_recipe="--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2"
+# the same in FP32, for hosts without BF16 (AVX2-only CPUs refuse --bf16 on)
+lighting_recipe_fp32="${lighting_recipe/--bf16 on/--bf16 off}"
 options() {
   case "$1" in
     baseline) ;;
@@ -47,7 +49,7 @@ options() {
     # the default's recipe with stronger lighting augmentation (unseen light: the dusk drive 0001TP)
     bf16_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe" ;;
     # the accurate model's recipe with the same lighting augmentation
-    bf16_lite2_fcn4s_ohem_unweighted_lighting) echo "--bf16 on --backbone lite2 --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2" ;;
+    bf16_lite2_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe --backbone lite2" ;;
     # the default's recipe with another seed: how far one seed's figures move
     bf16_fcn4s_ohem_unweighted_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --seed 1" ;;
     # the default's recipe with a quarter of the crops centred on a rare-class pixel (thin and small classes)
@@ -57,10 +59,10 @@ options() {
     bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "$lighting_recipe --min-scale 0.5 --max-scale 2.0" ;;
     # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
     bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe --lovasz-weight 1" ;;
-    # the default's recipe and the Lovász variant trained in FP32, for hosts without BF16 (AVX2-only
-    # CPUs refuse --bf16 on); the pair compares at one precision, and FP32 vs BF16 shows one run's spread
-    fp32_fcn4s_ohem_unweighted_lighting) echo "${lighting_recipe/--bf16 on/--bf16 off}" ;;
-    fp32_fcn4s_ohem_unweighted_lighting_lovasz) echo "${lighting_recipe/--bf16 on/--bf16 off} --lovasz-weight 1" ;;
+    # the default's recipe and the Lovász variant in FP32: the pair compares at one precision, and
+    # FP32 vs BF16 shows one run's spread
+    fp32_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe_fp32" ;;
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe_fp32 --lovasz-weight 1" ;;
     # the default's recipe with half the crops getting another crop's Pole/SignSymbol/Pedestrian/Bicyclist pixels pasted in
     bf16_fcn4s_ohem_unweighted_lighting_paste50) echo "$lighting_recipe --rare-paste-prob 0.5" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
