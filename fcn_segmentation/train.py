@@ -1,6 +1,6 @@
 """Training: pretrained backbone, cross entropy (void ignored; median-frequency class weights or
 none; hard-pixel mining; optionally plus Lovász-softmax), scale/crop/flip/photometric augmentation,
-AdamW with a poly schedule, checkpoints and resume."""
+AdamW with a poly schedule, optionally a moving average of the weights, checkpoints and resume."""
 
 import argparse
 import json
@@ -21,6 +21,7 @@ from .files import private_temp_path
 from .losses import HardPixelLoss, LovaszSoftmaxLoss, WeightedLossSum
 from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
 from .splits import count_by_sequence, frames, holdout_frames, holdout_validation_splits, parse_names
+from .weight_averaging import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def train(args) -> Path:
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
     start_epoch, history, best = 0, [], {"miou": -1.0}
+    average = make_weight_average(args, model)
 
     if args.resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -162,6 +164,11 @@ def train(args) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         restore_rng_states(state, rng, dataset.rng, device)
+        if average:
+            if "weight_average" not in state:
+                raise TrainingError(f"--ema-decay {args.ema_decay}: {checkpoint_path} was trained without it, so the "
+                                    "average would start mid-run; resume without --ema-decay or use a new --run-dir")
+            average.load_state_dict(state["weight_average"])
         logger.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
 
     started = time.time() - (history[-1]["elapsed_s"] if history else 0.0)  # elapsed counts across resumes
@@ -183,18 +190,23 @@ def train(args) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average:
+                average.update(model)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "elapsed_s": time.time() - started}
         validating = args.val_split or args.holdout_sequences
         if validating and ((epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs):
             record.update(validate(model, info, args, device))
+            if average:
+                record["val_miou_ema"] = validate(average.model, info, args, device)["val_miou"]
             if record["val_miou"] > best["miou"]:
                 best = {"miou": record["val_miou"], "epoch": epoch + 1}
         history.append(record)
         logger.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in record.items()}))
         save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "epoch": epoch + 1, "history": history, "best": best, "args": vars(args),
+                                          **({"weight_average": average.state_dict()} if average else {}),
                                           **rng_states(rng, dataset.rng, device)})
         write_text_atomically(run_dir / "history.json", json.dumps(history, indent=1))
     if last_epoch < args.epochs:
@@ -212,9 +224,30 @@ def train(args) -> Path:
     if args.deploy_input_size:  # e.g. trained at 480x352 scale, run at 320x224 for speed
         info.input_height, info.input_width = args.deploy_input_size
     out = Path(args.out) if args.out else Path(args.run_dir) / "model.pt"
+    if average:  # the file holds the average; the trained weights go beside it for comparison
+        raw_out = raw_weights_path(out)
+        info.training["weights"] = "trained (not averaged)"
+        save_model_file(raw_out, model.cpu().to(memory_format=torch.contiguous_format), info)
+        logger.info("wrote the trained weights without averaging to %s", raw_out)
+        info.training["weights"] = f"exponential moving average, decay {args.ema_decay}"
+        model = average.model
     save_model_file(out, model.cpu().to(memory_format=torch.contiguous_format), info)
     logger.info("wrote %s", out)
     return out
+
+
+def make_weight_average(args, model):
+    """--ema-decay D: a moving average of the weights (None when D is 0)."""
+    if not args.ema_decay:
+        return None
+    if not 0.0 < args.ema_decay < 1.0:
+        raise TrainingError(f"--ema-decay must be 0 (off) or in (0, 1), got {args.ema_decay}")
+    return WeightAverage(model, args.ema_decay)
+
+
+def raw_weights_path(out: Path) -> Path:
+    """Where a run with --ema-decay writes its trained weights: model.pt -> model_raw.pt."""
+    return out.with_name(f"{out.stem}_raw{out.suffix}")
 
 
 def rng_states(rng: random.Random, dataset_rng: random.Random, device: torch.device) -> dict:
@@ -310,6 +343,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lovasz-weight", type=float, default=0.0, metavar="W",
                         help="add W x the Lovász-softmax loss (a surrogate of 1 - IoU per class, for thin and "
                              "small classes) to the cross entropy; 0 = cross entropy only")
+    parser.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
+                        help="keep an exponential moving average of the weights (e.g. 0.998: about the last 500 "
+                             "steps) and write it as the model file; the trained weights go to <out>_raw.pt. "
+                             "0 = off")
     parser.add_argument("--rare-crop-prob", type=float, default=0.0, metavar="P",
                         help="centre this share of crops on a pixel of a --rare-classes class present in the image")
     parser.add_argument("--rare-paste-prob", type=float, default=0.0, metavar="P",

@@ -4,7 +4,8 @@
 # 0006R0 and on standard val, at the 320x224 default, 384x288 and the 480x352 training
 # scale, for an equal budget. HOLDOUT=0001TP leaves that drive out instead (train on 0006R0 and the
 # train frames of 0016E5). Resumable: rerun to continue.
-# TEST_TIME_FLIP=1 scores the same weights with test-time flip too (names NAME_flip).
+# TEST_TIME_FLIP=1 scores the same weights with test-time flip too (names NAME_flip). A variant with a moving
+# average of the weights (--ema-decay) is scored on the average (NAME) and on its trained weights (NAME_raw).
 # Usage: [HOLDOUT=SEQ] [THREADS=N] [SIZES="WxH ..."] [TEST_TIME_FLIP=1] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +64,11 @@ options() {
     # FP32 vs BF16 shows one run's spread
     fp32_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe_fp32" ;;
     fp32_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe_fp32 --lovasz-weight 1" ;;
+    # half the Lovász weight: the middle ground between its thin-class gains and the dusk Sky it lost at weight 1
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe_fp32 --lovasz-weight 0.5" ;;
+    # the recipe with another seed and a moving average of the weights (about the last 500 steps): the
+    # trained weights (NAME_raw) are a second seed, the average is the lever, both from one run
+    fp32_fcn4s_ohem_unweighted_lighting_seed1_ema) echo "$lighting_recipe_fp32 --seed 1 --ema-decay 0.998" ;;
     # the default's recipe with half the crops getting another crop's Pole/SignSymbol/Pedestrian/Bicyclist pixels pasted in
     bf16_fcn4s_ohem_unweighted_lighting_paste50) echo "$lighting_recipe --rare-paste-prob 0.5" ;;
     lite1_rare_ohem) echo "--backbone lite1 --rare-crop-prob 0.5 --hard-pixel-fraction 0.25" ;;
@@ -81,17 +87,20 @@ for variant in ${variants[*]}; do
       --holdout-sequences "$holdout" $(options "$variant") --epochs "$epochs" --val-every "$epochs" \
       --run-dir "$run" --out "$run/model.pt" --resume --threads "${THREADS:-2}"
   fi
-  scorings=("$name:"); [ "${TEST_TIME_FLIP:-0}" = 1 ] && scorings+=("${name}_flip:--test-time-flip")
+  # label:weights file:extra evaluate options
+  scorings=("$name:model.pt:")
+  [ -f "$run/model_raw.pt" ] && scorings+=("${name}_raw:model_raw.pt:")
+  [ "${TEST_TIME_FLIP:-0}" = 1 ] && scorings+=("${name}_flip:model.pt:--test-time-flip")
   for scoring in "${scorings[@]}"; do
-    label="${scoring%%:*}" flip="${scoring#*:}"
+    IFS=: read -r label weights flip <<< "$scoring"
     for size in ${SIZES:-320x224 384x288 480x352}; do
       # shellcheck disable=SC2086
       [ -f "$evals/${label}_unseen_${holdout}_$size.json" ] || "$fcnseg" evaluate --data "$data" --split train,val \
-        --sequences "$holdout" --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
+        --sequences "$holdout" --model "$run/$weights" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
         $flip --json "$evals/${label}_unseen_${holdout}_$size.json"
       # shellcheck disable=SC2086
       [ -f "$evals/${label}_val_$size.json" ] || "$fcnseg" evaluate --data "$data" --split val \
-        --model "$run/model.pt" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
+        --model "$run/$weights" --backend "${BACKEND:-torch}" --device cpu --input-size "$size" \
         $flip --json "$evals/${label}_val_$size.json"
     done
   done

@@ -320,3 +320,60 @@ def test_colour_cast_scales_each_channel_and_draws_nothing_when_off():
     for options in (dict(colour_cast=1.0), dict(photometric_strength=-0.1)):
         with pytest.raises(DatasetError, match="must be in"):
             AugmentedSegmentationSet([], 11, (8, 8), (8, 8), (0, 0, 0), (1, 1, 1), **options)
+
+
+def test_weight_average_follows_the_weights_with_a_ramped_decay_and_copies_counters():
+    from fcn_segmentation.weight_averaging import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.9)
+    start = {name: value.clone() for name, value in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()(torch.randn(4, 2))  # moves the batch-norm statistics and its batch counter
+    average.update(model)  # first update: decay min(0.9, 1/10) = 0.1
+    averaged, trained = average.model.state_dict(), model.state_dict()
+    torch.testing.assert_close(averaged["0.weight"], 0.1 * start["0.weight"] + 0.9 * trained["0.weight"])
+    torch.testing.assert_close(averaged["1.running_mean"],
+                               0.1 * start["1.running_mean"] + 0.9 * trained["1.running_mean"])
+    assert averaged["1.num_batches_tracked"] == trained["1.num_batches_tracked"] == 1
+    assert WeightAverage(model, 0.9).current_decay() == 0.1
+    average.updates = 1000
+    assert average.current_decay() == 0.9, "the ramp ends at the asked decay"
+    assert not any(p.requires_grad for p in average.model.parameters()), "the average is not trained"
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match=r"must be in \(0, 1\)"):
+            WeightAverage(model, bad)
+
+
+def test_train_with_ema_writes_the_average_and_the_trained_weights_and_resumes_it(sample_dir, tmp_path, capsys):
+    common = ["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "val", "--val-every", "1",
+              "--epochs", "2", "--batch-size", "3", "--input-height", "64", "--input-width", "96",
+              "--crop-height", "64", "--crop-width", "96", "--threads", "2"]
+    run = ["--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "model.pt")]
+    assert main(common + run + ["--ema-decay", "0.5", "--stop-after-epoch", "1"]) == 0
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    steps_per_epoch = checkpoint["weight_average"]["updates"]
+    assert steps_per_epoch > 0 and checkpoint["weight_average"]["decay"] == 0.5
+    assert main(common + run + ["--ema-decay", "0.5", "--resume"]) == 0
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["weight_average"]["updates"] == 2 * steps_per_epoch, "the resumed run went on averaging"
+    averaged, averaged_info = load_model_file(tmp_path / "model.pt")
+    trained, trained_info = load_model_file(tmp_path / "model_raw.pt")
+    torch.testing.assert_close(averaged.state_dict(), checkpoint["weight_average"]["model"])
+    torch.testing.assert_close(trained.state_dict(), checkpoint["model"])
+    assert not torch.equal(averaged.score_fr.weight, trained.score_fr.weight)
+    assert averaged_info.training["weights"] == "exponential moving average, decay 0.5"
+    assert trained_info.training["weights"] == "trained (not averaged)"
+    assert all(0 <= h["val_miou_ema"] <= 1 for h in averaged_info.training["history"])
+
+    # without averaging the run writes one file, as before
+    plain = ["--run-dir", str(tmp_path / "plain"), "--out", str(tmp_path / "plain.pt")]
+    assert main(common + plain + ["--stop-after-epoch", "1"]) == 0
+    # resuming that checkpoint with --ema-decay would start the average mid-run: refused with the fix
+    assert main(common + plain + ["--ema-decay", "0.5", "--resume"]) == 2
+    assert "trained without it" in capsys.readouterr().err
+    assert main(common + plain + ["--ema-decay", "1.5"]) == 2
+    assert "--ema-decay must be 0 (off) or in (0, 1)" in capsys.readouterr().err
+    assert main(common + plain + ["--resume"]) == 0
+    assert (tmp_path / "plain.pt").is_file() and not (tmp_path / "plain_raw.pt").exists()
