@@ -60,6 +60,7 @@ options() {
     bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "$lighting_recipe --min-scale 0.5 --max-scale 2.0" ;;
     # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
     bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe --lovasz-weight 1" ;;
+    bf16_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe --lovasz-weight 0.5" ;;
     # the default's recipe and the Lovász variant in FP32: the pair compares at one precision, and
     # FP32 vs BF16 shows one run's spread
     fp32_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe_fp32" ;;
