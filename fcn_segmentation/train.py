@@ -240,9 +240,10 @@ def make_weight_average(args, model):
     """--ema-decay D: a moving average of the weights (None when D is 0)."""
     if not args.ema_decay:
         return None
-    if not 0.0 < args.ema_decay < 1.0:
-        raise TrainingError(f"--ema-decay must be 0 (off) or in (0, 1), got {args.ema_decay}")
-    return WeightAverage(model, args.ema_decay)
+    try:
+        return WeightAverage(model, args.ema_decay)
+    except ValueError as error:  # WeightAverage owns the range check; this names the option
+        raise TrainingError(f"--ema-decay must be 0 (off) or in (0, 1), got {args.ema_decay}") from error
 
 
 def raw_weights_path(out: Path) -> Path:

@@ -91,8 +91,9 @@ if __name__ == "__main__":
     eval_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("models/eval")
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else eval_dir / "levers.png"
     rows = lever_rows(eval_dir)
+    width = max((len(label) for label, _, _ in rows), default=0)
     for label, drive, changes in rows:
-        print(f"{label:34s} {drive}: unseen " + " / ".join(f"{v:+.1f}" for v in changes["unseen"])
+        print(f"{label:{width}s} {drive}: unseen " + " / ".join(f"{v:+.1f}" for v in changes["unseen"])
               + ", val " + " / ".join(f"{v:+.1f}" for v in changes["val"]))
     draw(rows, out)
     print(f"wrote {out}")
