@@ -15,6 +15,7 @@ RECIPE = "bf16_fcn4s_ohem_unweighted_lighting_e56"  # the default's recipe, trai
 PAIRS = (
     ("another seed (noise)", "0006R0", RECIPE, "bf16_fcn4s_ohem_unweighted_lighting_seed1_e56"),
     ("FP32 instead of BF16 (noise)", "0001TP", RECIPE, "fp32_fcn4s_ohem_unweighted_lighting_e56"),
+    ("FP32 instead of BF16 (noise)", "0006R0", RECIPE, "fp32_fcn4s_ohem_unweighted_lighting_e56"),
     ("another seed, FP32 (noise)", "0001TP", "fp32_fcn4s_ohem_unweighted_lighting_e56",
      "fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56_raw"),
     ("lighting augmentation (adopted)", "0006R0", "bf16_fcn4s_ohem_unweighted_e56", RECIPE),
@@ -25,6 +26,8 @@ PAIRS = (
     ("Lovász-softmax, weight 1 (FP32 pair)", "0001TP", "fp32_fcn4s_ohem_unweighted_lighting_e56",
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz_e56"),
     ("Lovász-softmax, weight 0.5 (FP32 pair)", "0001TP", "fp32_fcn4s_ohem_unweighted_lighting_e56",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56"),
+    ("Lovász-softmax, weight 0.5 (FP32 pair)", "0006R0", "fp32_fcn4s_ohem_unweighted_lighting_e56",
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56"),
     ("moving average of the weights (same run)", "0001TP", "fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56_raw",
      "fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56"),
