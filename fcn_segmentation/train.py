@@ -160,14 +160,12 @@ def train(args) -> Path:
 
     if args.resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        check_same_recipe(state.get("args"), args, checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         restore_rng_states(state, rng, dataset.rng, device)
-        if average:
-            if "weight_average" not in state:
-                raise TrainingError(f"--ema-decay {args.ema_decay}: {checkpoint_path} was trained without it, so the "
-                                    "average would start mid-run; resume without --ema-decay or use a new --run-dir")
+        if average:  # same recipe, so the checkpoint has the average too
             average.load_state_dict(state["weight_average"])
         logger.info("resumed from %s at epoch %d", checkpoint_path, start_epoch)
 
@@ -234,6 +232,29 @@ def train(args) -> Path:
     save_model_file(out, model.cpu().to(memory_format=torch.contiguous_format), info)
     logger.info("wrote %s", out)
     return out
+
+
+# Options that say where files are and how to run, not what is trained: a resumed run may change them.
+NOT_RECIPE = frozenset({"func", "data", "out", "run_dir", "resume", "threads", "device", "stop_after_epoch",
+                        "val_split", "val_every", "val_limit", "deploy_input_size"})
+
+
+def check_same_recipe(saved_args, args, checkpoint_path) -> None:
+    """Refuse to resume a checkpoint under another recipe: the run would mix two (another loss or
+    schedule from mid-run on) and its model file would record only the second. Options a checkpoint
+    predates count at their defaults, which is what that run trained with."""
+    if saved_args is None:
+        return
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    defaults = vars(defaults.parse_args(["--data", ""]))
+    changed = [name for name, value in sorted(vars(args).items())
+               if name not in NOT_RECIPE and saved_args.get(name, defaults.get(name)) != value]
+    if changed:
+        options = ", ".join(f"--{name.replace('_', '-')} {vars(args)[name]} (the checkpoint's: "
+                            f"{saved_args.get(name, defaults.get(name))})" for name in changed)
+        raise TrainingError(f"{checkpoint_path} was trained with another recipe: {options}. Resume with the "
+                            "checkpoint's options, or train this recipe in a new --run-dir")
 
 
 def make_weight_average(args, model):

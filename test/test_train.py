@@ -34,6 +34,30 @@ def test_train_stops_resumes_and_writes_a_model_file(sample_dir, tmp_path):
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2, "no extra epoch was trained"
 
 
+def test_resume_refuses_another_recipe_and_names_what_changed(sample_dir, tmp_path, capsys):
+    common = ["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "2",
+              "--batch-size", "3", "--input-height", "64", "--input-width", "96", "--crop-height", "64",
+              "--crop-width", "96", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "model.pt")]
+    assert main(common + ["--threads", "2", "--stop-after-epoch", "1"]) == 0
+    checkpoint = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    # another loss or schedule from mid-run on would train neither recipe
+    assert main(common + ["--threads", "2", "--resume", "--lovasz-weight", "0.5", "--lr", "0.01"]) == 2
+    error = capsys.readouterr().err
+    assert "--lovasz-weight 0.5 (the checkpoint's: 0.0)" in error and "--lr 0.01 (the checkpoint's: 0.002)" in error
+    assert "new --run-dir" in error
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint, "the refused resume trained nothing"
+    assert not (tmp_path / "model.pt").exists()
+
+    # an option the checkpoint predates counts at its default: the run trained with it
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    del state["args"]["lovasz_weight"]
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    assert main(common + ["--threads", "2", "--resume", "--lovasz-weight", "0.5"]) == 2
+    # how it runs (threads, where it writes) is not the recipe
+    assert main(common + ["--threads", "1", "--resume"]) == 0
+    assert (tmp_path / "model.pt").is_file()
+
+
 def test_fine_tuning_starts_from_a_model_files_weights_and_refuses_another_architecture(sample_dir, tmp_path):
     common = ["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
               "--batch-size", "3", "--input-height", "64", "--input-width", "96", "--crop-height", "64",
@@ -372,7 +396,7 @@ def test_train_with_ema_writes_the_average_and_the_trained_weights_and_resumes_i
     assert main(common + plain + ["--stop-after-epoch", "1"]) == 0
     # resuming that checkpoint with --ema-decay would start the average mid-run: refused with the fix
     assert main(common + plain + ["--ema-decay", "0.5", "--resume"]) == 2
-    assert "trained without it" in capsys.readouterr().err
+    assert "--ema-decay 0.5 (the checkpoint's: 0.0)" in capsys.readouterr().err
     assert main(common + plain + ["--ema-decay", "1.5"]) == 2
     assert "--ema-decay must be 0 (off) or in (0, 1)" in capsys.readouterr().err
     assert main(common + plain + ["--resume"]) == 0
