@@ -235,8 +235,8 @@ def train(args) -> Path:
 
 
 # Options that say where files are and how to run, not what is trained: a resumed run may change them.
-NOT_RECIPE = frozenset({"func", "data", "out", "run_dir", "resume", "threads", "device", "stop_after_epoch",
-                        "val_split", "val_every", "val_limit", "deploy_input_size"})
+NOT_RECIPE = frozenset({"func", "command", "verbose", "data", "out", "run_dir", "resume", "threads", "device",
+                        "stop_after_epoch", "val_split", "val_every", "val_limit", "deploy_input_size"})
 
 
 def check_same_recipe(saved_args, args, checkpoint_path) -> None:

@@ -53,8 +53,8 @@ def test_resume_refuses_another_recipe_and_names_what_changed(sample_dir, tmp_pa
     del state["args"]["lovasz_weight"]
     torch.save(state, tmp_path / "run" / "checkpoint.pt")
     assert main(common + ["--threads", "2", "--resume", "--lovasz-weight", "0.5"]) == 2
-    # how it runs (threads, where it writes) is not the recipe
-    assert main(common + ["--threads", "1", "--resume"]) == 0
+    # how it runs (threads, logging, where it writes) is not the recipe
+    assert main(["--verbose"] + common + ["--threads", "1", "--resume"]) == 0
     assert (tmp_path / "model.pt").is_file()
 
 
