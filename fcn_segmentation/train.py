@@ -247,12 +247,12 @@ def check_same_recipe(saved_args, args, checkpoint_path) -> None:
         return
     defaults = argparse.ArgumentParser()
     add_arguments(defaults)
-    defaults = vars(defaults.parse_args(["--data", ""]))
-    changed = [name for name, value in sorted(vars(args).items())
-               if name not in NOT_RECIPE and saved_args.get(name, defaults.get(name)) != value]
+    trained = {**vars(defaults.parse_args(["--data", ""])), **saved_args}
+    current = vars(args)
+    changed = [name for name in sorted(current) if name not in NOT_RECIPE and trained.get(name) != current[name]]
     if changed:
-        options = ", ".join(f"--{name.replace('_', '-')} {vars(args)[name]} (the checkpoint's: "
-                            f"{saved_args.get(name, defaults.get(name))})" for name in changed)
+        options = ", ".join(f"--{name.replace('_', '-')} {current[name]} (the checkpoint's: {trained.get(name)})"
+                            for name in changed)
         raise TrainingError(f"{checkpoint_path} was trained with another recipe: {options}. Resume with the "
                             "checkpoint's options, or train this recipe in a new --run-dir")
 
