@@ -67,6 +67,8 @@ options() {
     fp32_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe_fp32 --lovasz-weight 1" ;;
     # half the Lovász weight: the middle ground between its thin-class gains and the dusk Sky it lost at weight 1
     fp32_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe_fp32 --lovasz-weight 0.5" ;;
+    # the shipped recipe (Lovász at half weight) with another seed: how far one seed moves it
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 --seed 1" ;;
     # the recipe with another seed and a moving average of the weights (about the last 500 steps): the
     # trained weights (NAME_raw) are a second seed, the average is the lever, both from one run
     fp32_fcn4s_ohem_unweighted_lighting_seed1_ema) echo "$lighting_recipe_fp32 --seed 1 --ema-decay 0.998" ;;
