@@ -113,12 +113,15 @@ class AugmentedSegmentationSet:
     With ``rare_paste_prob`` > 0, that share of crops gets the ``rare_classes`` pixels of another
     image's random crop pasted over it (image and label, same place): pedestrians and poles in front
     of other streets, more often (at 0 again no random draw).
-    ``photometric_strength`` and ``colour_cast``: see ``photometric_jitter``."""
+    ``photometric_strength`` and ``colour_cast``: see ``photometric_jitter``.
+    ``soft_targets``: per image, (h, w, C) float32 class probabilities of a teacher (any size; see
+    ``teacher.teacher_targets``), cut like the labels and returned third; zero where the crop is padding."""
 
     def __init__(self, pairs, num_classes: int, crop_hw: Tuple[int, int], base_hw: Tuple[int, int],
                  mean, std, scale_range=(0.75, 1.5), augment: bool = True, seed: int = 0,
                  rare_classes: Tuple[int, ...] = (), rare_crop_prob: float = 0.0,
-                 photometric_strength: float = 0.25, colour_cast: float = 0.0, rare_paste_prob: float = 0.0):
+                 photometric_strength: float = 0.25, colour_cast: float = 0.0, rare_paste_prob: float = 0.0,
+                 soft_targets: Optional[List[np.ndarray]] = None):
         for name, value in (("rare crop probability", rare_crop_prob), ("rare paste probability", rare_paste_prob)):
             if not 0.0 <= value <= 1.0:
                 raise DatasetError(f"{name} must be in [0, 1], got {value}")
@@ -128,6 +131,10 @@ class AugmentedSegmentationSet:
         self.photometric_strength, self.colour_cast = photometric_strength, colour_cast
         self.images = [read_rgb(image) for image, _ in pairs]
         self.labels = [read_label(label, num_classes) for _, label in pairs]
+        if soft_targets is not None and (len(soft_targets) != len(self.images) or any(
+                target.ndim != 3 or target.shape[2] != num_classes for target in soft_targets)):
+            raise DatasetError(f"soft targets must be one (h, w, {num_classes}) array per image ({len(self.images)})")
+        self.soft_targets = soft_targets
         self.crop_hw, self.base_hw = crop_hw, base_hw
         self.mean, self.std = mean, std
         self.scale_range = scale_range
@@ -154,25 +161,29 @@ class AugmentedSegmentationSet:
         return divmod(int(pixels[self.rng.randrange(len(pixels))]), label.shape[1])
 
     def __getitem__(self, index: int):
-        image, label = self.scaled_crop(index)
+        """(normalised (3, H, W) float32 image, (H, W) uint8 labels[, (H, W, C) float32 soft targets])."""
+        crop = self.scaled_crop(index)
         if self.augment:
             if self.rare_paste_prob and self.paste_donors and self.rng.random() < self.rare_paste_prob:
-                image, label = self.paste_rare_pixels(image, label)
-            image = photometric_jitter(image, self.rng, self.photometric_strength, self.colour_cast)
-        return normalize(np.ascontiguousarray(image), self.mean, self.std), np.ascontiguousarray(label)
+                crop = self.paste_rare_pixels(*crop)
+            crop = (photometric_jitter(crop[0], self.rng, self.photometric_strength, self.colour_cast), *crop[1:])
+        image, *targets = (np.ascontiguousarray(array) for array in crop)
+        return (normalize(image, self.mean, self.std), *targets)
 
-    def paste_rare_pixels(self, image: np.ndarray, label: np.ndarray):
+    def paste_rare_pixels(self, *crop):
         """The rare-class pixels of a crop of another image that has some (centred on one of them),
-        pasted over this crop."""
-        donor_image, donor_label = self.scaled_crop(self.rng.choice(self.paste_donors), rare_centre_prob=1.0)
-        pasted = np.isin(donor_label, self.rare_classes)
-        image, label = image.copy(), label.copy()
-        image[pasted], label[pasted] = donor_image[pasted], donor_label[pasted]
-        return image, label
+        pasted over this crop (image, labels and soft targets alike)."""
+        donor = self.scaled_crop(self.rng.choice(self.paste_donors), rare_centre_prob=1.0)
+        pasted = np.isin(donor[1], self.rare_classes)
+        crop = tuple(array.copy() for array in crop)
+        for mine, theirs in zip(crop, donor):
+            mine[pasted] = theirs[pasted]
+        return crop
 
     def scaled_crop(self, index: int, rare_centre_prob: Optional[float] = None):
-        """Image ``index`` scaled, cropped and flipped, as uint8 RGB and labels; the crop is centred on a
-        rare-class pixel with ``rare_centre_prob`` (default ``rare_crop_prob``)."""
+        """Image ``index`` scaled, cropped and flipped, as uint8 RGB and labels (and soft targets when the
+        set has them); the crop is centred on a rare-class pixel with ``rare_centre_prob`` (default
+        ``rare_crop_prob``)."""
         image, label = self.images[index], self.labels[index]
         rng = self.rng
         base_h, base_w = self.base_hw
@@ -180,11 +191,15 @@ class AugmentedSegmentationSet:
         height, width = max(1, round(base_h * scale)), max(1, round(base_w * scale))
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+        soft = None if self.soft_targets is None else \
+            cv2.resize(self.soft_targets[index], (width, height), interpolation=cv2.INTER_LINEAR)
         crop_h, crop_w = self.crop_hw
         pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
         if pad_h or pad_w:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(127, 127, 127))
             label = cv2.copyMakeBorder(label, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
+            if soft is not None:  # cv2's border value has at most 4 channels
+                soft = np.pad(soft, ((0, pad_h), (0, pad_w), (0, 0)))
         if rare_centre_prob is None:
             rare_centre_prob = self.rare_crop_prob
         centre = self.rare_crop_centre(index, label, rare_centre_prob) if self.augment else None
@@ -194,11 +209,11 @@ class AugmentedSegmentationSet:
         else:
             top = rng.randint(0, image.shape[0] - crop_h) if self.augment else 0
             left = rng.randint(0, image.shape[1] - crop_w) if self.augment else 0
-        image = image[top:top + crop_h, left:left + crop_w]
-        label = label[top:top + crop_h, left:left + crop_w]
+        crop = tuple(array[top:top + crop_h, left:left + crop_w] for array in (image, label, soft)
+                     if array is not None)
         if self.augment and rng.random() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        return image, label
+            crop = tuple(array[:, ::-1] for array in crop)
+        return crop
 
 
 def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.25,
@@ -220,10 +235,10 @@ def photometric_jitter(rgb: np.ndarray, rng: random.Random, strength: float = 0.
 
 
 def batches(dataset: AugmentedSegmentationSet, batch_size: int, rng: random.Random, drop_last: bool = True):
-    """Shuffled (images, labels) numpy batches for one epoch."""
+    """Shuffled (images, labels[, soft targets]) numpy batches for one epoch."""
     order = list(range(len(dataset)))
     rng.shuffle(order)
     count = len(order) // batch_size if drop_last else math.ceil(len(order) / batch_size)
     for b in range(count):
         items = [dataset[i] for i in order[b * batch_size:(b + 1) * batch_size]]
-        yield np.stack([x for x, _ in items]), np.stack([y for _, y in items])
+        yield tuple(np.stack(column) for column in zip(*items))

@@ -85,3 +85,21 @@ class WeightedLossSum(torch.nn.Module):
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sum(weight * loss(scores, labels) for weight, loss in zip(self.weights, self.losses))
+
+
+class DistillationLoss(torch.nn.Module):
+    """Kullback-Leibler divergence of the network's class probabilities from a teacher's, per pixel,
+    averaged over the labelled pixels (those the metric scores; padding is unlabelled too)."""
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """``teacher``: (N, H, W, C) probabilities."""
+        labelled = labels != self.ignore_index
+        if not labelled.any():
+            return scores.sum() * 0.0
+        log_student = scores.log_softmax(1).permute(0, 2, 3, 1)[labelled]
+        teacher = teacher.float()[labelled]
+        return (teacher * (teacher.clamp_min(1e-8).log() - log_student)).sum(1).mean()

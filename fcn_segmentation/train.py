@@ -1,6 +1,7 @@
 """Training: pretrained backbone, cross entropy (void ignored; median-frequency class weights or
-none; hard-pixel mining; optionally plus Lovász-softmax), scale/crop/flip/photometric augmentation,
-AdamW with a poly schedule, optionally a moving average of the weights, checkpoints and resume."""
+none; hard-pixel mining; optionally plus Lovász-softmax and distillation from teacher models),
+scale/crop/flip/photometric augmentation, AdamW with a poly schedule, optionally a moving average of the
+weights, checkpoints and resume."""
 
 import argparse
 import json
@@ -18,7 +19,7 @@ from .classes import CAMVID_CLASSES, CAMVID_PALETTE
 from .cpu_info import describe_cpu
 from .data import IGNORE_INDEX, AugmentedSegmentationSet, batches, median_frequency_weights
 from .files import private_temp_path
-from .losses import HardPixelLoss, LovaszSoftmaxLoss, WeightedLossSum
+from .losses import DistillationLoss, HardPixelLoss, LovaszSoftmaxLoss, WeightedLossSum
 from .model.model_file import ModelFileError, ModelInfo, build_model, load_model_file, save_model_file
 from .splits import count_by_sequence, frames, holdout_frames, holdout_validation_splits, parse_names
 from .weight_averaging import WeightAverage
@@ -102,6 +103,22 @@ def build_criterion(args, class_weights: torch.Tensor) -> torch.nn.Module:
     return WeightedLossSum([(1.0, cross_entropy), (args.lovasz_weight, LovaszSoftmaxLoss())])
 
 
+def load_teacher_targets(args, info: ModelInfo, images):
+    """--teacher: the teacher models' probabilities for each training image (None without one)."""
+    if not args.teacher:
+        return None
+    from .teacher import Teacher, teacher_targets
+
+    if not args.distill_weight > 0.0:
+        raise TrainingError(f"--distill-weight must be above 0 with --teacher, got {args.distill_weight}")
+    paths = [path.strip() for path in args.teacher.split(",") if path.strip()]
+    teacher = Teacher(paths, args.teacher_input_size, flip=args.teacher_flip == "on")
+    if teacher.class_names != info.class_names:
+        raise TrainingError(f"the teacher's classes {teacher.class_names} differ from this run's {info.class_names}")
+    logger.info("distilling from %s, weight %s", teacher.describe(), args.distill_weight)
+    return teacher_targets(teacher, images)
+
+
 def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
     return base_lr * (1 - min(step, total_steps - 1) / total_steps) ** power
 
@@ -133,6 +150,7 @@ def train(args) -> Path:
         scale_range=(args.min_scale, args.max_scale), seed=args.seed,
         rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob, rare_paste_prob=args.rare_paste_prob,
         photometric_strength=args.photometric_strength, colour_cast=args.colour_cast)
+    dataset.soft_targets = load_teacher_targets(args, info, dataset.images)
     bf16 = use_bf16(args.bf16, device)
     logger.info("training in %s", "BF16 autocast (the CPU has native BF16)" if bf16 else "FP32")
     class_weights = median_frequency_weights(dataset.labels, info.num_classes) if args.class_weights == "median_freq" \
@@ -153,6 +171,7 @@ def train(args) -> Path:
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     weight = torch.from_numpy(class_weights).to(device)
     criterion = build_criterion(args, weight)
+    distillation = DistillationLoss() if dataset.soft_targets is not None else None
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
     start_epoch, history, best = 0, [], {"miou": -1.0}
@@ -176,7 +195,7 @@ def train(args) -> Path:
         losses = []
         bar = tqdm(batches(dataset, args.batch_size, rng), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
-        for index, (images, labels) in enumerate(bar):
+        for index, (images, labels, *soft_targets) in enumerate(bar):
             step = epoch * steps_per_epoch + index
             for group, base_lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = poly_lr(base_lr, step, total_steps)
@@ -185,6 +204,9 @@ def train(args) -> Path:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 scores = model(images)
             loss = criterion(scores.float(), labels)
+            if distillation:
+                loss = loss + args.distill_weight * distillation(scores.float(), labels,
+                                                                 torch.from_numpy(soft_targets[0]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -369,6 +391,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep an exponential moving average of the weights (e.g. 0.998: about the last 500 "
                              "steps) and write it as the model file; the trained weights go to <out>_raw.pt. "
                              "0 = off")
+    parser.add_argument("--teacher", metavar="MODEL.pt[,MODEL.pt]",
+                        help="distil from these trained models (an ensemble: their probabilities averaged, computed "
+                             "once per training image before training): the loss adds --distill-weight x the "
+                             "KL divergence from them")
+    parser.add_argument("--teacher-input-size", type=parse_network_size, metavar="WxH",
+                        help="run the teacher models at this size (default: each file's own)")
+    parser.add_argument("--teacher-flip", choices=("on", "off"), default="on",
+                        help="average each teacher model's prediction with that of the mirror image")
+    parser.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
+                        help="weight of the distillation loss (with --teacher)")
     parser.add_argument("--rare-crop-prob", type=float, default=0.0, metavar="P",
                         help="centre this share of crops on a pixel of a --rare-classes class present in the image")
     parser.add_argument("--rare-paste-prob", type=float, default=0.0, metavar="P",

@@ -30,6 +30,18 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 lighting_recipe="--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2"
 # the same in FP32, for hosts without BF16 (AVX2-only CPUs refuse --bf16 on)
 lighting_recipe_fp32="${lighting_recipe/--bf16 on/--bf16 off}"
+# Distillation teachers: two runs of this fold, the recipe and its Lovász variant (as the shipped default's
+# teachers are the two train+val defaults), each at 480x352 with test-time flip, their probabilities averaged
+teachers() {
+  local recipe="$runs/fp32_fcn4s_ohem_unweighted_lighting_e56/model.pt"
+  # the dusk fold's FP32 seed-0 recipe run is gone; its seed-1 run's trained weights stand in
+  [ "$holdout" = 0001TP ] && recipe="$runs/fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56/model_raw.pt"
+  local models="$recipe,$runs/fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56/model.pt"
+  for model in ${models//,/ }; do
+    [ -f "$model" ] || { echo "teacher $model missing: train its variant first (this script, 56 epochs)" >&2; exit 2; }
+  done
+  echo "--teacher $models --teacher-input-size 480x352"
+}
 options() {
   case "$1" in
     baseline) ;;
@@ -69,6 +81,8 @@ options() {
     fp32_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe_fp32 --lovasz-weight 0.5" ;;
     # the shipped recipe (Lovász at half weight) with another seed: how far one seed moves it
     fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 --seed 1" ;;
+    # the shipped recipe distilled from two runs of the fold (KL to their averaged probabilities, weight 1)
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_distill) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 $(teachers)" ;;
     # the recipe with another seed and a moving average of the weights (about the last 500 steps): the
     # trained weights (NAME_raw) are a second seed, the average is the lever, both from one run
     fp32_fcn4s_ohem_unweighted_lighting_seed1_ema) echo "$lighting_recipe_fp32 --seed 1 --ema-decay 0.998" ;;
