@@ -41,6 +41,10 @@ PAIRS = (
      "fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56"),
     ("rare-class pasting, 50%", "0006R0", RECIPE, "bf16_fcn4s_ohem_unweighted_lighting_paste50_e56"),
     ("rare-class pasting, 50%", "0001TP", RECIPE, "bf16_fcn4s_ohem_unweighted_lighting_paste50_e56"),
+    ("distillation from two runs at 480x352 + flip (vs Lovász 0.5)", "0006R0",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_distill_e56"),
+    ("distillation from two runs at 480x352 + flip (vs Lovász 0.5)", "0001TP",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_distill_e56"),
 )
 
 
