@@ -88,7 +88,7 @@ def draw(rows, out: Path) -> None:
         if noise:
             axis.axvspan(-max(noise), max(noise), color="0.9", zorder=0)
         axis.axvline(0, color="0.5", linewidth=0.8)
-        axis.set_title(f"mIoU change, points: {title}")
+        axis.set_title(f"mIoU change, points:\n{title}")
         axis.set_xlabel("points")
         axis.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(rows)), labels)
