@@ -131,10 +131,8 @@ class AugmentedSegmentationSet:
         self.photometric_strength, self.colour_cast = photometric_strength, colour_cast
         self.images = [read_rgb(image) for image, _ in pairs]
         self.labels = [read_label(label, num_classes) for _, label in pairs]
-        if soft_targets is not None and (len(soft_targets) != len(self.images) or any(
-                target.ndim != 3 or target.shape[2] != num_classes for target in soft_targets)):
-            raise DatasetError(f"soft targets must be one (h, w, {num_classes}) array per image ({len(self.images)})")
-        self.soft_targets = soft_targets
+        self.num_classes = num_classes
+        self.set_soft_targets(soft_targets)
         self.crop_hw, self.base_hw = crop_hw, base_hw
         self.mean, self.std = mean, std
         self.scale_range = scale_range
@@ -149,6 +147,14 @@ class AugmentedSegmentationSet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def set_soft_targets(self, soft_targets: Optional[List[np.ndarray]]) -> None:
+        """Teacher probabilities for the images already loaded (see the class docstring); None = none."""
+        if soft_targets is not None and (len(soft_targets) != len(self.images) or any(
+                target.ndim != 3 or target.shape[2] != self.num_classes for target in soft_targets)):
+            raise DatasetError(f"soft targets must be one (h, w, {self.num_classes}) array per image "
+                               f"({len(self.images)})")
+        self.soft_targets = soft_targets
 
     def rare_crop_centre(self, index: int, label: np.ndarray, probability: float):
         """(row, col) of a random pixel of a rare class in ``label`` (the scaled label), drawn with

@@ -150,7 +150,7 @@ def train(args) -> Path:
         scale_range=(args.min_scale, args.max_scale), seed=args.seed,
         rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob, rare_paste_prob=args.rare_paste_prob,
         photometric_strength=args.photometric_strength, colour_cast=args.colour_cast)
-    dataset.soft_targets = load_teacher_targets(args, info, dataset.images)
+    dataset.set_soft_targets(load_teacher_targets(args, info, dataset.images))
     bf16 = use_bf16(args.bf16, device)
     logger.info("training in %s", "BF16 autocast (the CPU has native BF16)" if bf16 else "FP32")
     class_weights = median_frequency_weights(dataset.labels, info.num_classes) if args.class_weights == "median_freq" \
@@ -202,10 +202,10 @@ def train(args) -> Path:
             images = torch.from_numpy(images).to(device).contiguous(memory_format=torch.channels_last)
             labels = torch.from_numpy(labels).to(device).long()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                scores = model(images)
-            loss = criterion(scores.float(), labels)
+                scores = model(images).float()
+            loss = criterion(scores, labels)
             if distillation:
-                loss = loss + args.distill_weight * distillation(scores.float(), labels,
+                loss = loss + args.distill_weight * distillation(scores, labels,
                                                                  torch.from_numpy(soft_targets[0]).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
