@@ -51,11 +51,16 @@ class LovaszSoftmaxLoss(torch.nn.Module):
     Pixels whose error for a class is at most ``min_error`` are left out of that class's sort (the
     sort is the cost: 11 sorts of a batch's 655k pixels took longer than the network's step). The
     kept terms are exact, since each depends only on the errors above it and the class's pixel
-    count; the ones left out add at most ``min_error`` to the loss."""
+    count; the ones left out add at most ``min_error`` to the loss.
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX, min_error: float = 1e-3):
+    ``classes``: score only these class indices (those of them present in the batch; default all),
+    e.g. the thin classes alone, leaving the large regions to the cross entropy."""
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX, min_error: float = 1e-3,
+                 classes: Optional[Sequence[int]] = None):
         super().__init__()
         self.ignore_index, self.min_error = ignore_index, min_error
+        self.classes = None if classes is None else frozenset(int(c) for c in classes)
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         num_classes = scores.shape[1]
@@ -65,8 +70,13 @@ class LovaszSoftmaxLoss(torch.nn.Module):
         probabilities, labels = probabilities[labelled], labels[labelled]
         if labels.numel() == 0:
             return scores.sum() * 0.0
+        present = labels.unique().tolist()
+        if self.classes is not None:
+            present = [cls for cls in present if cls in self.classes]
+        if not present:
+            return scores.sum() * 0.0
         per_class = []
-        for cls in labels.unique().tolist():
+        for cls in present:
             foreground = (labels == cls).float()
             errors = (foreground - probabilities[:, cls]).abs()
             above = errors > self.min_error

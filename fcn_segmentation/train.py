@@ -10,6 +10,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -89,9 +90,9 @@ def use_bf16(mode: str, device: torch.device, cpuinfo: str = "/proc/cpuinfo") ->
     return native
 
 
-def build_criterion(args, class_weights: torch.Tensor) -> torch.nn.Module:
+def build_criterion(args, class_weights: torch.Tensor, class_names: Sequence[str]) -> torch.nn.Module:
     """Cross entropy (class-weighted; on the hardest pixels only with --hard-pixel-fraction < 1), plus
-    --lovasz-weight times the Lovász-softmax loss when that is above 0."""
+    --lovasz-weight times the Lovász-softmax loss (over the --lovasz-classes) when that is above 0."""
     if not 0.0 < args.hard_pixel_fraction <= 1.0:
         raise TrainingError(f"--hard-pixel-fraction must be in (0, 1], got {args.hard_pixel_fraction}")
     if not args.lovasz_weight >= 0.0:
@@ -100,7 +101,8 @@ def build_criterion(args, class_weights: torch.Tensor) -> torch.nn.Module:
         else torch.nn.CrossEntropyLoss(weight=class_weights, ignore_index=IGNORE_INDEX)
     if not args.lovasz_weight:
         return cross_entropy
-    return WeightedLossSum([(1.0, cross_entropy), (args.lovasz_weight, LovaszSoftmaxLoss())])
+    lovasz_classes = class_indices(args.lovasz_classes, class_names) if args.lovasz_classes else None
+    return WeightedLossSum([(1.0, cross_entropy), (args.lovasz_weight, LovaszSoftmaxLoss(classes=lovasz_classes))])
 
 
 def load_teacher_targets(args, info: ModelInfo, images):
@@ -170,7 +172,7 @@ def train(args) -> Path:
     ], weight_decay=args.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     weight = torch.from_numpy(class_weights).to(device)
-    criterion = build_criterion(args, weight)
+    criterion = build_criterion(args, weight, info.class_names)
     distillation = DistillationLoss() if dataset.soft_targets is not None else None
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
@@ -387,6 +389,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lovasz-weight", type=float, default=0.0, metavar="W",
                         help="add W x the Lovász-softmax loss (a surrogate of 1 - IoU per class, for thin and "
                              "small classes) to the cross entropy; 0 = cross entropy only")
+    parser.add_argument("--lovasz-classes", default="", metavar="NAME[,NAME]",
+                        help="score only these classes in the Lovász loss (e.g. Pole,SignSymbol,Pedestrian,Bicyclist: "
+                             "the large regions left to the cross entropy); '' = every class")
     parser.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                         help="keep an exponential moving average of the weights (e.g. 0.998: about the last 500 "
                              "steps) and write it as the model file; the trained weights go to <out>_raw.pt. "

@@ -229,27 +229,53 @@ def test_lovasz_softmax_gradient_lowers_the_loss_of_a_thin_class():
     assert LovaszSoftmaxLoss()(stepped, labels) < loss
 
 
+def test_lovasz_softmax_over_chosen_classes_scores_only_those_present():
+    from fcn_segmentation.losses import LovaszSoftmaxLoss
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 4, (2, 8, 8))
+    predicted = labels.clone()
+    predicted[:, :3] = torch.randint(0, 4, (2, 3, 8))
+    scores = torch.nn.functional.one_hot(predicted, 4).permute(0, 3, 1, 2).float() * 100.0
+    one_minus_iou = {c: 1.0 - ((predicted == c) & (labels == c)).sum() / ((predicted == c) | (labels == c)).sum()
+                     for c in range(4)}
+    torch.testing.assert_close(LovaszSoftmaxLoss(classes=(1, 3))(scores, labels),
+                               (one_minus_iou[1] + one_minus_iou[3]) / 2)
+    # a chosen class absent from the labels does not count, and a batch with none of them costs nothing
+    torch.testing.assert_close(LovaszSoftmaxLoss(classes=(1, 7))(scores, labels), one_minus_iou[1])
+    scores.requires_grad_()
+    nothing = LovaszSoftmaxLoss(classes=(1,))(scores, torch.where(labels == 1, 0, labels))
+    nothing.backward()
+    assert nothing == 0 and (scores.grad == 0).all()
+
+
 def test_train_adds_the_lovasz_loss_when_asked_and_refuses_a_negative_weight(sample_dir, tmp_path, capsys):
     from fcn_segmentation.losses import HardPixelLoss, LovaszSoftmaxLoss, WeightedLossSum
     from fcn_segmentation.train import TrainingError, build_criterion
 
     class Args:
-        hard_pixel_fraction, lovasz_weight = 0.25, 0.5
+        hard_pixel_fraction, lovasz_weight, lovasz_classes = 0.25, 0.5, ""
 
-    criterion = build_criterion(Args, torch.ones(3))
+    names = ("Sky", "Pole", "Car")
+    criterion = build_criterion(Args, torch.ones(3), names)
     assert isinstance(criterion, WeightedLossSum) and criterion.weights == [1.0, 0.5]
     assert isinstance(criterion.losses[0], HardPixelLoss) and isinstance(criterion.losses[1], LovaszSoftmaxLoss)
     scores, labels = torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 4, 4))
     torch.testing.assert_close(criterion(scores, labels), criterion.losses[0](scores, labels)
                                + 0.5 * LovaszSoftmaxLoss()(scores, labels))
+    Args.lovasz_classes = "Pole,Car"
+    assert build_criterion(Args, torch.ones(3), names).losses[1].classes == {1, 2}
+    Args.lovasz_classes = "Pole,Person"
+    with pytest.raises(TrainingError, match=r"unknown class\(es\) \['Person'\]"):
+        build_criterion(Args, torch.ones(3), names)
     Args.lovasz_weight = 0.0
-    assert isinstance(build_criterion(Args, torch.ones(3)), HardPixelLoss)
+    assert isinstance(build_criterion(Args, torch.ones(3), names), HardPixelLoss)
     Args.lovasz_weight = -1.0
     with pytest.raises(TrainingError, match="--lovasz-weight must be 0 or more"):
-        build_criterion(Args, torch.ones(3))
+        build_criterion(Args, torch.ones(3), names)
     Args.lovasz_weight, Args.hard_pixel_fraction = 0.0, 0.0
     with pytest.raises(TrainingError, match="--hard-pixel-fraction must be in"):
-        build_criterion(Args, torch.ones(3))
+        build_criterion(Args, torch.ones(3), names)
 
     assert main(["train", "--data", str(sample_dir), "--train-splits", "val", "--val-split", "", "--epochs", "1",
                  "--lovasz-weight", "-1", "--run-dir", str(tmp_path / "run"), "--input-height", "64",
