@@ -45,6 +45,10 @@ PAIRS = (
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_distill_e56"),
     ("distillation from two runs at 480x352 + flip (vs Lovász 0.5)", "0001TP",
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_distill_e56"),
+    ("Lovász 0.5 over the thin classes only (vs over all)", "0006R0",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_e56"),
+    ("Lovász 0.5 over the thin classes only (vs over all)", "0001TP",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_e56"),
 )
 
 
