@@ -100,6 +100,9 @@ def build_criterion(args, class_weights: torch.Tensor, class_names: Sequence[str
     cross_entropy = HardPixelLoss(args.hard_pixel_fraction, class_weights) if args.hard_pixel_fraction < 1.0 \
         else torch.nn.CrossEntropyLoss(weight=class_weights, ignore_index=IGNORE_INDEX)
     if not args.lovasz_weight:
+        if args.lovasz_classes:
+            raise TrainingError("--lovasz-classes chooses the classes of the Lovász loss, which is off: "
+                                "add --lovasz-weight W (e.g. 0.5)")
         return cross_entropy
     lovasz_classes = class_indices(args.lovasz_classes, class_names) if args.lovasz_classes else None
     return WeightedLossSum([(1.0, cross_entropy), (args.lovasz_weight, LovaszSoftmaxLoss(classes=lovasz_classes))])

@@ -268,7 +268,10 @@ def test_train_adds_the_lovasz_loss_when_asked_and_refuses_a_negative_weight(sam
     Args.lovasz_classes = "Pole,Person"
     with pytest.raises(TrainingError, match=r"unknown class\(es\) \['Person'\]"):
         build_criterion(Args, torch.ones(3), names)
-    Args.lovasz_weight = 0.0
+    Args.lovasz_weight, Args.lovasz_classes = 0.0, "Pole"
+    with pytest.raises(TrainingError, match="--lovasz-classes .* add --lovasz-weight"):
+        build_criterion(Args, torch.ones(3), names)
+    Args.lovasz_classes = ""
     assert isinstance(build_criterion(Args, torch.ones(3), names), HardPixelLoss)
     Args.lovasz_weight = -1.0
     with pytest.raises(TrainingError, match="--lovasz-weight must be 0 or more"):
