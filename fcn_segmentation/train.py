@@ -155,12 +155,14 @@ def train(args) -> Path:
         scale_range=(args.min_scale, args.max_scale), seed=args.seed,
         rare_classes=rare_classes, rare_crop_prob=args.rare_crop_prob, rare_paste_prob=args.rare_paste_prob,
         photometric_strength=args.photometric_strength, colour_cast=args.colour_cast)
-    dataset.set_soft_targets(load_teacher_targets(args, info, dataset.images))
     bf16 = use_bf16(args.bf16, device)
     logger.info("training in %s", "BF16 autocast (the CPU has native BF16)" if bf16 else "FP32")
     class_weights = median_frequency_weights(dataset.labels, info.num_classes) if args.class_weights == "median_freq" \
         else np.ones(info.num_classes, np.float32)
     logger.info("class weights: %s", dict(zip(info.class_names, np.round(class_weights, 2).tolist())))
+    # the loss options are checked before the teachers' predictions, which take minutes
+    criterion = build_criterion(args, torch.from_numpy(class_weights).to(device), info.class_names)
+    dataset.set_soft_targets(load_teacher_targets(args, info, dataset.images))
 
     # channels_last makes the depthwise convolutions ~1.4x faster on CPU.
     model = build_model(info, pretrained_backbone=True)
@@ -174,8 +176,6 @@ def train(args) -> Path:
         {"params": head_params, "lr": args.lr},
     ], weight_decay=args.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    weight = torch.from_numpy(class_weights).to(device)
-    criterion = build_criterion(args, weight, info.class_names)
     distillation = DistillationLoss() if dataset.soft_targets is not None else None
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = steps_per_epoch * args.epochs
