@@ -49,6 +49,12 @@ PAIRS = (
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_e56"),
     ("Lovász 0.5 over the thin classes only (vs over all)", "0001TP",
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_e56"),
+    ("Lovász 0.5 over the thin classes only, seed 1 (vs over all, seed 1)", "0006R0",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1_e56",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_seed1_e56"),
+    ("another seed of Lovász 0.5 over the thin classes (noise)", "0006R0",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_e56",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_seed1_e56"),
 )
 
 
