@@ -30,6 +30,8 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 lighting_recipe="--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --photometric-strength 0.5 --colour-cast 0.2"
 # the same in FP32, for hosts without BF16 (AVX2-only CPUs refuse --bf16 on)
 lighting_recipe_fp32="${lighting_recipe/--bf16 on/--bf16 off}"
+# Lovász at half weight over the four thin classes only (the _thin variants)
+thin_lovasz="--lovasz-weight 0.5 --lovasz-classes Pole,SignSymbol,Pedestrian,Bicyclist"
 # Distillation teachers: two runs of this fold, the recipe and its Lovász variant (as the shipped default's
 # teachers are the two train+val defaults), each at 480x352 with test-time flip, their probabilities averaged
 teachers() {
@@ -82,9 +84,9 @@ options() {
     # Lovász over the four thin classes only, at half weight: each thin class gets about the push it had
     # in weight 1 over all classes (which raised them on both drives), and Sky, Road and Tree, which
     # weight 1 lost at dusk, are left to the cross entropy
-    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 --lovasz-classes Pole,SignSymbol,Pedestrian,Bicyclist" ;;
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin) echo "$lighting_recipe_fp32 $thin_lovasz" ;;
     # the same with another seed: its daytime Pedestrian (0.42) against the two shipped seeds' 0.36-0.37
-    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_seed1) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 --lovasz-classes Pole,SignSymbol,Pedestrian,Bicyclist --seed 1" ;;
+    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_seed1) echo "$lighting_recipe_fp32 $thin_lovasz --seed 1" ;;
     # the accurate model's recipe with the default's Lovász loss at half weight, in FP32 (run with
     # TEST_TIME_FLIP=1 SIZES="384x288 480x352 640x480" on both folds; adopted for the next accurate weights)
     fp32_lite2_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe_fp32 --backbone lite2 --lovasz-weight 0.5" ;;
