@@ -3,7 +3,9 @@
 # (train on the 266 train frames of 0001TP and 0016E5) and each variant is scored on all 101 frames of
 # 0006R0 and on standard val, at the 320x224 default, 384x288 and the 480x352 training
 # scale, for an equal budget. HOLDOUT=0001TP leaves that drive out instead (train on 0006R0 and the
-# train frames of 0016E5). Resumable: rerun to continue.
+# train frames of 0016E5); HOLDOUT=0016E5 leaves out the drive val comes from (train on the 163 frames of
+# 0001TP and 0006R0, score on 0016E5's 305 train + val frames, of which the val scores are a part): the
+# only fold with cyclists by day. Resumable: rerun to continue.
 # TEST_TIME_FLIP=1 scores the same weights with test-time flip too (names NAME_flip). A variant with a moving
 # average of the weights (--ema-decay) is scored on the average (NAME) and on its trained weights (NAME_raw).
 # Usage: [HOLDOUT=SEQ] [THREADS=N] [SIZES="WxH ..."] [TEST_TIME_FLIP=1] scripts/unseen_ablation.sh [DATA_DIR] [EPOCHS] [VARIANT ...]
