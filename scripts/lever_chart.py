@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 SIZES = ("320x224", "384x288", "480x352")
-FOLDS = {"0006R0": "unseen", "0001TP": "unseen_0001TP"}  # held-out drive -> folder under EVAL_DIR
+# held-out drive -> folder under EVAL_DIR
+FOLDS = {"0006R0": "unseen", "0001TP": "unseen_0001TP", "0016E5": "unseen_0016E5"}
 RECIPE = "bf16_fcn4s_ohem_unweighted_lighting_e56"  # the default's recipe, trained without the drive
 # (label, held-out drive, reference run, run with the lever); the first rows are repeats of one recipe
 PAIRS = (
@@ -28,6 +29,8 @@ PAIRS = (
     ("Lovász-softmax, weight 0.5 (FP32 pair, adopted)", "0001TP", "fp32_fcn4s_ohem_unweighted_lighting_e56",
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56"),
     ("Lovász-softmax, weight 0.5 (FP32 pair, adopted)", "0006R0", "fp32_fcn4s_ohem_unweighted_lighting_e56",
+     "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56"),
+    ("Lovász-softmax, weight 0.5 (FP32 pair, adopted)", "0016E5", "fp32_fcn4s_ohem_unweighted_lighting_e56",
      "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56"),
     ("Lovász-softmax, weight 0.5, seed 1 (FP32 pair)", "0001TP",
      "fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56_raw", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1_e56"),
@@ -84,7 +87,7 @@ def draw(rows, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers, colours = ("o", "s", "^"), {"0006R0": "tab:blue", "0001TP": "tab:orange"}
+    markers, colours = ("o", "s", "^"), {"0006R0": "tab:blue", "0001TP": "tab:orange", "0016E5": "tab:green"}
     figure, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(rows) + 2.5), sharey=True)
     labels = [f"{label}  [{drive} held out]" for label, drive, _ in rows]
     for axis, panel, title in zip(axes, ("unseen", "val"), ("drive held out of training", "standard val")):
@@ -105,7 +108,8 @@ def draw(rows, out: Path) -> None:
     axes[0].invert_yaxis()
     axes[1].legend(title="input size", loc="lower left", fontsize=8)
     figure.suptitle("Recipe levers of the default (Lite0 FCN-4s); blue: daytime drive 0006R0 held out, "
-                    "orange: dusk drive 0001TP held out\ngrey: the largest change a repeat of the same recipe made "
+                    "orange: dusk drive 0001TP held out,\ngreen: daytime drive 0016E5 held out (cyclists); "
+                    "grey: the largest change a repeat of the same recipe made "
                     "(the noise rows)")
     figure.tight_layout()
     figure.savefig(out, dpi=100)
