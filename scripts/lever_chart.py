@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 SIZES = ("320x224", "384x288", "480x352")
-# held-out drive -> folder under EVAL_DIR
-FOLDS = {"0006R0": "unseen", "0001TP": "unseen_0001TP", "0016E5": "unseen_0016E5"}
+# held-out drive -> (folder under EVAL_DIR, its colour in the picture, its legend)
+FOLDS = {
+    "0006R0": ("unseen", "tab:blue", "daytime drive 0006R0"),
+    "0001TP": ("unseen_0001TP", "tab:orange", "dusk drive 0001TP"),
+    "0016E5": ("unseen_0016E5", "tab:green", "daytime drive 0016E5 (cyclists)"),
+}
 RECIPE = "bf16_fcn4s_ohem_unweighted_lighting_e56"  # the default's recipe, trained without the drive
 # (label, held-out drive, reference run, run with the lever); the first rows are repeats of one recipe
 PAIRS = (
@@ -70,7 +74,7 @@ def lever_rows(eval_dir: Path):
     """[(label, drive, {"unseen": [points per size], "val": [...]})] for the pairs whose JSON exist."""
     rows = []
     for label, drive, reference, variant in PAIRS:
-        folder = eval_dir / FOLDS[drive]
+        folder = eval_dir / FOLDS[drive][0]
         changes = {}
         for panel, split in (("unseen", f"unseen_{drive}"), ("val", "val")):
             pairs = [(miou(folder, reference, split, size), miou(folder, variant, split, size)) for size in SIZES]
@@ -87,7 +91,8 @@ def draw(rows, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers, colours = ("o", "s", "^"), {"0006R0": "tab:blue", "0001TP": "tab:orange", "0016E5": "tab:green"}
+    markers = ("o", "s", "^")
+    colours = {drive: colour for drive, (_, colour, _) in FOLDS.items()}
     figure, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(rows) + 2.5), sharey=True)
     labels = [f"{label}  [{drive} held out]" for label, drive, _ in rows]
     for axis, panel, title in zip(axes, ("unseen", "val"), ("drive held out of training", "standard val")):
@@ -107,10 +112,9 @@ def draw(rows, out: Path) -> None:
     axes[0].set_yticks(range(len(rows)), labels)
     axes[0].invert_yaxis()
     axes[1].legend(title="input size", loc="lower left", fontsize=8)
-    figure.suptitle("Recipe levers of the default (Lite0 FCN-4s); blue: daytime drive 0006R0 held out, "
-                    "orange: dusk drive 0001TP held out,\ngreen: daytime drive 0016E5 held out (cyclists); "
-                    "grey: the largest change a repeat of the same recipe made "
-                    "(the noise rows)")
+    folds = ", ".join(f"{colour[4:]}: {legend} held out" for _, colour, legend in FOLDS.values())
+    figure.suptitle(f"Recipe levers of the default (Lite0 FCN-4s)\n{folds}\n"
+                    "grey: the largest change a repeat of the same recipe made (the noise rows)")
     figure.tight_layout()
     figure.savefig(out, dpi=100)
     plt.close(figure)
