@@ -42,6 +42,8 @@ PAIRS = (
      "bf16_fcn4s_ohem_unweighted_lighting_lovasz50_seed2_e56"),
     ("another seed, BF16 seed 1 vs FP32 seed 0 (noise)", "0016E5", "fp32_fcn4s_ohem_unweighted_lighting_e56",
      "bf16_fcn4s_ohem_unweighted_lighting_seed1_e56"),
+    ("another seed, BF16 seed 2 vs seed 1 (noise)", "0016E5", "bf16_fcn4s_ohem_unweighted_lighting_seed1_e56",
+     "bf16_fcn4s_ohem_unweighted_lighting_seed2_e56"),
     ("Lovász-softmax, weight 0.5, seed 1 (FP32 pair)", "0001TP",
      "fp32_fcn4s_ohem_unweighted_lighting_seed1_ema_e56_raw", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1_e56"),
     ("another seed of Lovász 0.5 (noise)", "0001TP", "fp32_fcn4s_ohem_unweighted_lighting_lovasz50_e56",
