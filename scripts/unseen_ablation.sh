@@ -98,6 +98,8 @@ options() {
     # the accurate model's recipe with the default's Lovász loss at half weight, in FP32 (run with
     # TEST_TIME_FLIP=1 SIZES="384x288 480x352 640x480" on both folds; adopted: scripts/train_accurate_model.sh)
     fp32_lite2_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe_fp32 --backbone lite2 --lovasz-weight 0.5" ;;
+    # the same in BF16 (1.8x faster where the CPU has it): the accurate recipe on the daytime cyclist fold
+    bf16_lite2_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe --backbone lite2 --lovasz-weight 0.5" ;;
     # the shipped recipe (Lovász at half weight) with another seed: how far one seed moves it
     fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 --seed 1" ;;
     # the shipped recipe distilled from two runs of the fold (KL to their averaged probabilities, weight 1)
