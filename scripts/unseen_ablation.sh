@@ -47,6 +47,14 @@ teachers() {
   echo "--teacher $models --teacher-input-size 480x352"
 }
 options() {
+  # VARIANT_seedN: VARIANT with another seed (how far one seed moves a figure; the Lovász pairs on each
+  # fold compare a seed with and without the loss)
+  if [[ "$1" =~ ^(.+)_seed([0-9]+)$ ]]; then
+    local seed="${BASH_REMATCH[2]}" base
+    base="$(options "${BASH_REMATCH[1]}")" || exit 2
+    echo "$base --seed $seed"
+    return
+  fi
   case "$1" in
     baseline) ;;
     rare_crops) echo "--rare-crop-prob 0.5" ;;
@@ -67,22 +75,13 @@ options() {
     bf16_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe" ;;
     # the accurate model's recipe with the same lighting augmentation
     bf16_lite2_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe --backbone lite2" ;;
-    # the default's recipe with another seed: how far one seed's figures move
-    bf16_fcn4s_ohem_unweighted_seed1) echo "--bf16 on --variant fcn4s --class-weights none --hard-pixel-fraction 0.25 --seed 1" ;;
     # the default's recipe with a quarter of the crops centred on a rare-class pixel (thin and small classes)
     bf16_fcn4s_ohem_unweighted_lighting_rare25) echo "$lighting_recipe --rare-crop-prob 0.25" ;;
-    bf16_fcn4s_ohem_unweighted_lighting_seed1) echo "$lighting_recipe --seed 1" ;;
     # the default's recipe with wider scale augmentation (0.5-2x the 480x352 training scale instead of 0.75-1.5x)
     bf16_fcn4s_ohem_unweighted_lighting_scale50_200) echo "$lighting_recipe --min-scale 0.5 --max-scale 2.0" ;;
     # the default's recipe plus the Lovász-softmax loss (a surrogate of 1 - IoU per class) at weight 1
     bf16_fcn4s_ohem_unweighted_lighting_lovasz) echo "$lighting_recipe --lovasz-weight 1" ;;
     bf16_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe --lovasz-weight 0.5" ;;
-    # the shipped recipe with other seeds in BF16, each the pair of the recipe without Lovász with the same
-    # seed (bf16_fcn4s_ohem_unweighted_lighting_seed1, _seed2): more seeds on the daytime cyclist fold
-    # (HOLDOUT=0016E5), where the first FP32 seed lost with Lovász
-    bf16_fcn4s_ohem_unweighted_lighting_lovasz50_seed1) echo "$lighting_recipe --lovasz-weight 0.5 --seed 1" ;;
-    bf16_fcn4s_ohem_unweighted_lighting_lovasz50_seed2) echo "$lighting_recipe --lovasz-weight 0.5 --seed 2" ;;
-    bf16_fcn4s_ohem_unweighted_lighting_seed2) echo "$lighting_recipe --seed 2" ;;
     # the default's recipe and the Lovász variant in FP32: the pair compares at one precision, and
     # FP32 vs BF16 shows one run's spread
     fp32_fcn4s_ohem_unweighted_lighting) echo "$lighting_recipe_fp32" ;;
@@ -93,18 +92,11 @@ options() {
     # in weight 1 over all classes (which raised them on both drives), and Sky, Road and Tree, which
     # weight 1 lost at dusk, are left to the cross entropy
     fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin) echo "$lighting_recipe_fp32 $thin_lovasz" ;;
-    # the same with another seed: its daytime Pedestrian (0.42) against the two shipped seeds' 0.36-0.37
-    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_thin_seed1) echo "$lighting_recipe_fp32 $thin_lovasz --seed 1" ;;
     # the accurate model's recipe with the default's Lovász loss at half weight, in FP32 (run with
     # TEST_TIME_FLIP=1 SIZES="384x288 480x352 640x480" on both folds; adopted: scripts/train_accurate_model.sh)
     fp32_lite2_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe_fp32 --backbone lite2 --lovasz-weight 0.5" ;;
     # the same in BF16 (1.8x faster where the CPU has it): the accurate recipe on the daytime cyclist fold
     bf16_lite2_fcn4s_ohem_unweighted_lighting_lovasz50) echo "$lighting_recipe --backbone lite2 --lovasz-weight 0.5" ;;
-    # a second seed of the accurate recipe with and without Lovász (HOLDOUT=0016E5: the seed-0 pair lost there)
-    bf16_lite2_fcn4s_ohem_unweighted_lighting_lovasz50_seed1) echo "$lighting_recipe --backbone lite2 --lovasz-weight 0.5 --seed 1" ;;
-    bf16_lite2_fcn4s_ohem_unweighted_lighting_seed1) echo "$lighting_recipe --backbone lite2 --seed 1" ;;
-    # the shipped recipe (Lovász at half weight) with another seed: how far one seed moves it
-    fp32_fcn4s_ohem_unweighted_lighting_lovasz50_seed1) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 --seed 1" ;;
     # the shipped recipe distilled from two runs of the fold (KL to their averaged probabilities, weight 1)
     fp32_fcn4s_ohem_unweighted_lighting_lovasz50_distill) echo "$lighting_recipe_fp32 --lovasz-weight 0.5 $(teachers)" ;;
     # the recipe with another seed and a moving average of the weights (about the last 500 steps): the
